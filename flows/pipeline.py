@@ -1,0 +1,201 @@
+"""The streaming loop behind the inference flow.
+
+Batches are pulled from the source by a background thread only when a slot is
+free, so at most ``max_in_flight`` batches exist at once (memory is bounded by
+batch size, not by the size of the data) and a queue is never read faster than
+it is processed. While one batch is predicted the next ones download and decode
+(each is its own task on the flow's task runner). Results are written as soon
+as their group is whole, and the group is acknowledged only after that write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from prefect.futures import PrefectFuture
+
+from predictors.base import RecordError
+from predictors.loading import PredictorSpec, resolve_predictor_class
+from tasks.batch import BatchOutput, infer_batch, result_row
+from tasks.errors import is_transient
+from tasks.fetch import FetchOptions
+from tasks.records import ImageRecord, ResultChunk
+from tasks.reporting import RunSummary
+from tasks.sinks import Sink
+from tasks.sources import Source
+from tasks.tracking import GroupTracker
+from tasks.writing import write_results
+
+HEARTBEAT_SECONDS = 5.0
+
+#: Called with the chunks just written, before their groups are acknowledged;
+#: returns problems to report (e.g. a notification that could not be sent).
+AfterWrite = Callable[[list[ResultChunk]], list[str]]
+
+
+class _BatchFeeder:
+    """Pulls batches from the source in a thread, one per free slot."""
+
+    def __init__(self, batches: Iterator[list[ImageRecord]], slots: int, events: queue.Queue):
+        self._batches = batches
+        self._slots = threading.Semaphore(slots)
+        self._events = events
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="batch-feeder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                while not self._slots.acquire(timeout=0.5):
+                    if self._stop.is_set():
+                        return
+                if self._stop.is_set():
+                    return
+                batch = next(self._batches, None)
+                if batch is None:
+                    self._events.put(("end", None))
+                    return
+                self._events.put(("batch", batch))
+        except BaseException as exc:
+            self._events.put(("error", exc))
+
+    def release(self) -> None:
+        self._slots.release()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+class BatchPipeline:
+    """Drives one run: source → infer tasks → write tasks → acknowledgements."""
+
+    def __init__(
+        self,
+        source: Source,
+        predictor: PredictorSpec,
+        sinks: Sequence[Sink],
+        fetch: FetchOptions,
+        batch_size: int,
+        max_in_flight: int = 3,
+        max_writes: int = 4,
+        after_write: Sequence[AfterWrite] = (),
+    ) -> None:
+        if batch_size < 1 or max_in_flight < 1 or max_writes < 1:
+            raise ValueError("batch_size, max_in_flight and max_writes must be at least 1")
+        self.source = source
+        self.predictor = predictor
+        self.sinks = list(sinks)
+        self.fetch = fetch
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.max_writes = max_writes
+        self.after_write = list(after_write)
+        self.tracker = GroupTracker()
+        self.summary = RunSummary(source=source.description)
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._infers: dict[PrefectFuture, list[ImageRecord]] = {}
+        self._writes: dict[PrefectFuture, list[ResultChunk]] = {}
+        self._owed_slots = 0
+        self._batch_index = 0
+
+    def run(self) -> RunSummary:
+        feeder = _BatchFeeder(
+            self.source.batches(self.batch_size), self.max_in_flight, self._events
+        )
+        ended = False
+        try:
+            while not (ended and not self._infers and not self._writes):
+                try:
+                    kind, payload = self._events.get(timeout=HEARTBEAT_SECONDS)
+                except queue.Empty:
+                    kind, payload = "idle", None
+                if kind == "batch":
+                    self._submit_batch(payload)
+                elif kind == "end":
+                    ended = True
+                elif kind == "error":
+                    raise payload
+                elif kind == "infer":
+                    self._on_batch_done(payload)
+                elif kind == "write":
+                    self._on_write_done(payload)
+                while self._owed_slots and len(self._writes) < self.max_writes:
+                    self._owed_slots -= 1
+                    feeder.release()
+                self.source.heartbeat()
+        finally:
+            feeder.stop()
+            self._wait_for_writes()
+        self.summary.finished = time.perf_counter()
+        return self.summary
+
+    def _submit_batch(self, records: list[ImageRecord]) -> None:
+        future = infer_batch.submit(records, self._batch_index, self.predictor, self.fetch)
+        self._batch_index += 1
+        self._infers[future] = records
+        future.add_done_callback(lambda f: self._events.put(("infer", f)))
+
+    def _on_batch_done(self, future: PrefectFuture) -> None:
+        records = self._infers.pop(future)
+        self._owed_slots += 1
+        try:
+            output: BatchOutput = future.result()
+        except Exception as exc:
+            output = self._failed_batch(records, exc)
+        self.summary.prepare_seconds += output.prepare_seconds
+        self.summary.predict_seconds += output.predict_seconds
+        chunks, retry = self.tracker.add(records, output.rows, output.retryable)
+        if retry:
+            self.summary.retried_groups += len(retry)
+            self.source.nack(retry, "transient failure while reading or predicting")
+        for chunk in chunks:
+            self.summary.add_rows(chunk.results)
+        if chunks:
+            write = write_results.submit(self.sinks, chunks)
+            self._writes[write] = chunks
+            write.add_done_callback(lambda f: self._events.put(("write", f)))
+
+    def _on_write_done(self, future: PrefectFuture) -> None:
+        chunks = self._writes.pop(future)
+        rows = sum(len(c.results) for c in chunks)
+        groups = [g for c in chunks for g in c.groups]
+        try:
+            future.result()
+        except Exception as exc:
+            self.summary.write_failures += rows
+            self.summary.problems.append(f"{rows} rows not written: {type(exc).__name__}: {exc}")
+            if groups:
+                self.source.nack(groups, f"write failed: {exc}")
+            return
+        self.summary.written += rows
+        for hook in self.after_write:
+            self.summary.problems.extend(hook(chunks))
+        if groups:
+            self.source.ack(groups)
+
+    def _wait_for_writes(self) -> None:
+        """On the way out (even after an error), let started writes finish and be acknowledged."""
+        while self._writes:
+            future = next(iter(self._writes))
+            with contextlib.suppress(Exception):
+                future.wait()
+            self._on_write_done(future)
+
+    def _failed_batch(self, records: list[ImageRecord], exc: BaseException) -> BatchOutput:
+        """A batch whose task failed outright: every record carries the error.
+
+        Queue records are retried (the queue's redrive policy ends a poison
+        message in the dead-letter queue); others are reported as failed.
+        """
+        error = RecordError(f"batch failed: {type(exc).__name__}: {exc}")
+        fields = resolve_predictor_class(self.predictor.path).output_fields
+        rows = [result_row(r, fields, error) for r in records]
+        retry = is_transient(exc) or any(r.group is not None for r in records)
+        return BatchOutput(rows=rows, retryable=[retry] * len(records))
