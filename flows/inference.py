@@ -88,8 +88,7 @@ def inference(
     print(summary.text())
     if summary.write_failures:
         raise RunIncomplete(
-            f"{summary.write_failures} results could not be written: "
-            + "; ".join(summary.problems)
+            f"{summary.write_failures} results could not be written: " + "; ".join(summary.problems)
         )
     return summary.as_dict()
 
