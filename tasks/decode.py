@@ -9,6 +9,7 @@ the cause. Pillow releases the GIL while decoding, so threads decode in parallel
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -42,7 +43,7 @@ def decode_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS)
             source, f"not a supported image ({_sniff(data)}); expected one of {', '.join(FORMATS)}"
         ) from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(source, f"too many pixels: {exc}") from None
+        raise ImageDecodeError(source, _bomb_reason(exc, max_pixels)) from None
     except Exception as exc:
         raise ImageDecodeError(source, f"unreadable image header: {exc}") from None
     width, height = image.size
@@ -57,9 +58,16 @@ def decode_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS)
         image = ImageOps.exif_transpose(image) or image
         return to_rgb_array(image)
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(source, f"too many pixels: {exc}") from None
+        raise ImageDecodeError(source, _bomb_reason(exc, max_pixels)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(source, f"corrupt or truncated {image.format} data: {exc}") from None
+
+
+def _bomb_reason(exc: Image.DecompressionBombError, max_pixels: int) -> str:
+    """Pillow refuses images over twice its own limit before we see their size."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return f"image has {size}, over the limit of {max_pixels:,} (possible decompression bomb)"
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:

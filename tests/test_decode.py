@@ -1,0 +1,176 @@
+"""Decoding: every format and mode the issue lists, EXIF, bombs, and every kind of bad file."""
+
+from __future__ import annotations
+
+import io
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.decode import ImageDecodeError, decode_image
+
+
+def encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def gradient(width: int = 40, height: int = 30) -> np.ndarray:
+    """An RGB image whose every pixel differs, so orientation and channel errors show."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 6, y * 8, (x + y) * 3], axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "lossless"),
+    [("PNG", True), ("BMP", True), ("TIFF", True), ("WEBP", False), ("JPEG", False)],
+)
+def test_each_format_decodes_to_rgb_uint8(fmt: str, lossless: bool) -> None:
+    pixels = gradient()
+    params = {"lossless": True} if fmt == "WEBP" else {}
+    out = decode_image(encode(Image.fromarray(pixels), fmt, **params), f"x.{fmt.lower()}")
+    assert out.shape == (30, 40, 3) and out.dtype == np.uint8
+    if lossless or fmt == "WEBP":
+        np.testing.assert_array_equal(out, pixels)
+    else:
+        assert np.abs(out.astype(int) - pixels).mean() < 6
+
+
+def test_gif_decodes_first_frame_of_an_animation() -> None:
+    frames = [Image.new("P", (8, 8), i) for i in (10, 200)]
+    for frame, colour in zip(frames, [(255, 0, 0), (0, 0, 255)], strict=True):
+        frame.putpalette(list(colour) * 256)
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    out = decode_image(data, "anim.gif")
+    assert out.shape == (8, 8, 3)
+    assert tuple(out[0, 0]) == (255, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "value", "expected"),
+    [
+        ("1", 1, (255, 255, 255)),
+        ("L", 77, (77, 77, 77)),
+        ("LA", (77, 255), (77, 77, 77)),
+        ("LA", (0, 0), (255, 255, 255)),  # fully transparent → white background
+        ("RGBA", (10, 20, 30, 255), (10, 20, 30)),
+        ("RGBA", (0, 0, 0, 0), (255, 255, 255)),
+        ("RGBA", (0, 0, 0, 128), (127, 127, 127)),  # half-transparent black over white
+        ("P", 5, None),
+    ],
+)
+def test_modes_become_rgb(mode: str, value, expected) -> None:
+    image = Image.new(mode, (6, 4), value)
+    if mode == "P":
+        image.putpalette([0, 0, 0] * 5 + [12, 34, 56] + [0, 0, 0] * 250)
+        expected = (12, 34, 56)
+    out = decode_image(encode(image, "PNG"), f"{mode}.png")
+    assert out.shape == (4, 6, 3) and out.dtype == np.uint8
+    assert np.all(np.abs(out.astype(int) - expected) <= 1), (mode, out[0, 0])
+
+
+def test_palette_with_transparency_is_composited() -> None:
+    image = Image.new("P", (4, 4), 1)
+    image.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+    data = encode(image, "PNG", transparency=1)
+    assert tuple(decode_image(data, "p.png")[0, 0]) == (255, 255, 255)
+
+
+def test_cmyk_jpeg_and_tiff() -> None:
+    cmyk = Image.new("CMYK", (5, 5), (0, 255, 255, 0))  # pure red in CMYK
+    for fmt in ("JPEG", "TIFF"):
+        out = decode_image(encode(cmyk, fmt), f"cmyk.{fmt.lower()}")
+        red, green, blue = (int(c) for c in out[2, 2])
+        assert red > 200 and green < 60 and blue < 60, (fmt, out[2, 2])
+
+
+def test_16_bit_grey_is_scaled_not_clipped() -> None:
+    ramp = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)
+    data = encode(Image.fromarray(ramp), "PNG")
+    out = decode_image(data, "deep.png")
+    assert out[0, :, 0].tolist() == [0, 100, 255]
+    assert np.all(out[..., 0] == out[..., 2])
+
+
+def test_float_tiff_is_scaled() -> None:
+    data = encode(Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32)), "TIFF")
+    assert decode_image(data, "f.tif")[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_exif_orientation_is_applied() -> None:
+    pixels = gradient(40, 30)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    data = encode(Image.fromarray(pixels), "PNG", exif=exif.tobytes())
+    out = decode_image(data, "rotated.png")
+    assert out.shape == (40, 30, 3)
+    np.testing.assert_array_equal(out, np.rot90(pixels, k=-1))
+
+
+def test_all_black_image_is_valid() -> None:
+    out = decode_image(encode(Image.new("L", (64, 64), 0), "PNG"), "black.png")
+    assert out.shape == (64, 64, 3) and not out.any()
+
+
+def test_pixel_limit_rejects_before_decoding() -> None:
+    # A 20000×20000 PNG of zeros: 60 KB on disk, 1.2 GB as RGB pixels.
+    width = height = 20_000
+    raw = zlib.compress(b"".join(b"\x00" + bytes(width) for _ in range(height)), 9)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_image(bomb, "s3://bucket/bomb.png")
+    message = str(caught.value)
+    assert "s3://bucket/bomb.png" in message
+    assert "400,000,000 pixels" in message and "over the limit of 50,000,000" in message
+
+
+def test_pixel_limit_is_configurable() -> None:
+    data = encode(Image.new("L", (100, 100)), "PNG")
+    assert decode_image(data, "ok.png", max_pixels=10_000).shape == (100, 100, 3)
+    with pytest.raises(ImageDecodeError, match="over the limit of 9,999"):
+        decode_image(data, "big.png", max_pixels=9_999)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (b"hello, I am a text file\n", "not a supported image"),
+        (b"%PDF-1.7\n...", "looks like a PDF document"),
+        (b'{"s3_uri": "x"}', "looks like JSON or text"),
+        (bytes(range(256)) * 4, "not a supported image"),
+    ],
+)
+def test_non_images_name_the_file_and_cause(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_image(data, "inbox/thing.png")
+    assert str(caught.value).startswith("inbox/thing.png: ")
+    assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP"])
+def test_truncated_files_fail_cleanly(fmt: str) -> None:
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    if fmt == "GIF":
+        noisy = noisy.convert("P")
+    data = encode(noisy, fmt)
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_image(data[: len(data) // 2], f"cut.{fmt.lower()}")
+    assert f"cut.{fmt.lower()}" in str(caught.value)
+
+
+def test_unsupported_format_is_refused_even_if_pillow_reads_it() -> None:
+    data = encode(Image.new("RGB", (4, 4)), "PPM")
+    with pytest.raises(ImageDecodeError, match="expected one of PNG, JPEG"):
+        decode_image(data, "x.ppm")

@@ -1,0 +1,301 @@
+"""The inference flow end to end on a real Prefect server, and the pipeline's guarantees."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import pytest
+import torch
+from prefect import flow
+
+from flows.inference import inference
+from flows.pipeline import BatchPipeline
+from predictors.digits import SAMPLES
+from predictors.digits.model import DigitsNet, to_model_input
+from predictors.loading import PredictorSpec, PredictorSpecError
+from tasks.decode import decode_image
+from tasks.fetch import FetchOptions
+from tasks.records import ImageRecord, ResultChunk
+from tasks.sinks import Sink
+from tasks.sources import Source
+from tests.test_decode import encode
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def artifacts_of(flow_run_id: UUID) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a.data for a in found}
+
+
+def test_shipped_samples_match_a_direct_model_loop(tmp_path: Path) -> None:
+    state = inference(
+        sinks=[str(tmp_path / "out.csv"), str(tmp_path / "out.jsonl")],
+        batch_size=48,
+        return_state=True,
+    )
+    summary = state.result()
+    rows = {r["uri"]: r for r in read_jsonl(tmp_path / "out.jsonl")}
+    assert summary["images"] == len(rows) == len(list(SAMPLES.glob("*.png"))) >= 300
+    assert summary["errors"] == 0 and summary["accuracy"] >= 0.95
+
+    net = DigitsNet()
+    net.load_state_dict(torch.load(SAMPLES.parent / "weights.pt", weights_only=True))
+    net.eval()
+    correct = 0
+    for path in sorted(SAMPLES.glob("*.png")):
+        with torch.inference_mode():
+            x = to_model_input(decode_image(path.read_bytes(), path.name))
+            probs = torch.softmax(net(x.unsqueeze(0)), dim=-1)[0]
+        row = rows[str(path)]
+        assert row["class_id"] == int(probs.argmax()), path.name
+        assert row["score"] == pytest.approx(float(probs.max()), abs=1e-5)
+        correct += row["category_name"] == row["label"]
+    assert summary["accuracy"] == pytest.approx(correct / len(rows))
+
+    with open(tmp_path / "out.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == len(rows)
+    assert {
+        "uri",
+        "label",
+        "image_id",
+        "class_id",
+        "category_name",
+        "score",
+        "top_k",
+        "status",
+    } <= set(table[0])
+    assert json.loads(table[0]["top_k"])[0]["class_id"] == int(table[0]["class_id"])
+
+    data = artifacts_of(state.state_details.flow_run_id)
+    table_rows = json.loads(data["inference-summary"])
+    metrics = {r["metric"]: r["value"] for r in table_rows}
+    assert metrics["images"] == len(rows) and metrics["errors"] == 0
+    assert sum(v for k, v in metrics.items() if k.startswith("class ")) == len(rows)
+    assert "images_per_second" in metrics
+    assert data["inference-errors"].startswith("# No errors")
+
+
+def test_bad_files_become_per_record_errors(tmp_path: Path) -> None:
+    folder = tmp_path / "inbox"
+    (folder / "nested").mkdir(parents=True)
+    good = sorted(SAMPLES.glob("*.png"))[:10]
+    for path in good:
+        shutil.copy(path, folder / "nested" / path.name)
+    png = good[0].read_bytes()
+    (folder / "truncated.png").write_bytes(png[: len(png) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.png").write_text("this is not an image")
+    (folder / "black.png").write_bytes(
+        encode(__import__("PIL.Image").Image.new("L", (64, 64)), "PNG")
+    )
+    huge = np.zeros((1, 1), dtype=np.uint8)
+    (folder / "huge.png").write_bytes(
+        encode(__import__("PIL.Image").Image.fromarray(huge).resize((3000, 3000)), "PNG")
+    )
+
+    state = inference(
+        source=str(folder),
+        sinks=[str(tmp_path / "out.jsonl"), str(tmp_path / "out.csv")],
+        batch_size=4,
+        max_pixels=1_000_000,
+        return_state=True,
+    )
+    summary = state.result()
+    rows = {Path(r["uri"]).name: r for r in read_jsonl(tmp_path / "out.jsonl")}
+    assert summary["images"] == len(rows) == 15
+    assert summary["errors"] == 4
+    expected = {
+        "truncated.png": "corrupt or truncated PNG",
+        "empty.jpg": "empty file",
+        "notes.png": "not a supported image",
+        "huge.png": "over the limit of 1,000,000",
+    }
+    for name, reason in expected.items():
+        assert rows[name]["status"] == "error" and rows[name]["class_id"] is None
+        assert reason in rows[name]["error"] and name in rows[name]["error"]
+    assert rows["black.png"]["status"] == "ok"
+    assert all(rows[p.name]["status"] == "ok" for p in good)
+
+    with open(tmp_path / "out.csv", newline="") as handle:
+        errors_in_csv = {
+            Path(r["uri"]).name for r in csv.DictReader(handle) if r["status"] == "error"
+        }
+    assert errors_in_csv == set(expected)
+
+    markdown = artifacts_of(state.state_details.flow_run_id)["inference-errors"]
+    assert markdown.startswith("# 4 of 15 images failed")
+    for name, reason in expected.items():
+        assert name in markdown and reason in markdown
+
+
+def test_a_bad_predictor_fails_before_any_data_is_read(tmp_path: Path) -> None:
+    out = tmp_path / "never.csv"
+    with pytest.raises(PredictorSpecError, match="cannot import module 'nowhere.at.all'"):
+        inference(predictor="nowhere.at.all:Model", sinks=[str(out)])
+    assert not out.exists()
+
+
+def test_cli_runs_the_flow_as_a_script(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for path in sorted(SAMPLES.glob("*.png"))[:12]:
+        shutil.copy(path, folder / path.name)
+    shutil.copy(SAMPLES / "manifest.csv", folder / "manifest.csv")
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "flows" / "inference.py"), str(folder), "--batch-size", "5",
+         "--sink", str(tmp_path / "cli.jsonl"), "--option", "top_k=2"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "images:     12 (12 predicted, 0 errors)" in done.stdout + done.stderr
+    assert "accuracy:" in done.stdout + done.stderr
+    rows = read_jsonl(tmp_path / "cli.jsonl")
+    assert len(rows) == 12 and all(len(r["top_k"]) == 2 for r in rows)
+
+
+# The pipeline's guarantees, with instrumented sources and sinks.
+
+
+class CountingSource(Source):
+    """Many small batches; remembers how far reading ran ahead of writing."""
+
+    description = "counting source"
+
+    def __init__(self, batches: int, sink: RecordingSink) -> None:
+        self.total = batches
+        self.sink = sink
+        self.pulled = 0
+        self.max_ahead = 0
+        self.paths = [str(p) for p in sorted(SAMPLES.glob("*.png"))]
+
+    def records(self) -> Iterator[ImageRecord]:
+        raise AssertionError("the pipeline reads batches")
+
+    def batches(self, batch_size: int) -> Iterator[list[ImageRecord]]:
+        for i in range(self.total):
+            self.pulled += 1
+            self.max_ahead = max(self.max_ahead, self.pulled - self.sink.chunks_written)
+            yield [ImageRecord(uri=self.paths[(i * batch_size + j) % len(self.paths)],
+                               record_id=f"{i}-{j}") for j in range(batch_size)]  # fmt: skip
+
+
+class RecordingSink(Sink):
+    name = "recording"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.chunks_written = 0
+        self.fail = fail
+        self.lock = threading.Lock()
+
+    def write(self, chunk: ResultChunk) -> None:
+        if self.fail:
+            raise ValueError("table does not exist")
+        with self.lock:
+            self.rows.extend(chunk.results)
+            self.chunks_written += 1
+
+
+class FakeQueue(Source):
+    """Messages of several images each, acknowledged like a queue would be."""
+
+    description = "fake queue"
+
+    def __init__(self, sink: RecordingSink, sizes: list[int]) -> None:
+        self.sink = sink
+        self.sizes = sizes
+        self.acked: list[str] = []
+        self.nacked: list[str] = []
+        self.rows_at_ack: dict[str, int] = {}
+        paths = [str(p) for p in sorted(SAMPLES.glob("*.png"))]
+        self.records_ = [
+            ImageRecord(uri=paths[(m * 7 + j) % len(paths)], fields={"message": f"m{m}"},
+                        record_id=f"m{m}-{j}", group=f"m{m}", group_size=size)
+            for m, size in enumerate(sizes) for j in range(size)
+        ]  # fmt: skip
+
+    def records(self) -> Iterator[ImageRecord]:
+        yield from self.records_
+
+    @property
+    def redelivers(self) -> bool:
+        return True
+
+    def ack(self, groups: list[str]) -> None:
+        for group in groups:
+            with self.sink.lock:
+                self.rows_at_ack[group] = sum(r["message"] == group for r in self.sink.rows)
+        self.acked.extend(groups)
+
+    def nack(self, groups: list[str], reason: str) -> None:
+        self.nacked.extend(groups)
+
+
+@flow
+def drive(source, sinks, batch_size, max_in_flight=2):  # type: ignore[no-untyped-def]
+    return BatchPipeline(
+        source=source,
+        predictor=PredictorSpec(path="predictors.digits:DigitsClassifier"),
+        sinks=sinks,
+        fetch=FetchOptions(),
+        batch_size=batch_size,
+        max_in_flight=max_in_flight,
+        max_writes=2,
+    ).run()
+
+
+def test_reading_never_runs_far_ahead_of_writing() -> None:
+    sink = RecordingSink()
+    source = CountingSource(60, sink)
+    summary = drive(source, [sink], batch_size=3, max_in_flight=2)
+    assert summary.images == len(sink.rows) == 180
+    assert source.pulled == 60
+    # in flight: 2 predicting + 2 written-but-unconfirmed, and one being pulled
+    assert source.max_ahead <= 2 + 2 + 1
+
+
+def test_groups_are_acknowledged_once_and_only_after_all_their_rows_are_written() -> None:
+    sink = RecordingSink()
+    sizes = [1, 5, 2, 7, 3, 4]
+    queue = FakeQueue(sink, sizes)
+    summary = drive(queue, [sink], batch_size=4)
+    assert sorted(queue.acked) == sorted(f"m{i}" for i in range(len(sizes)))
+    assert queue.rows_at_ack == {f"m{i}": size for i, size in enumerate(sizes)}
+    assert queue.nacked == [] and summary.written == sum(sizes)
+
+
+def test_a_failing_sink_leaves_every_group_unacknowledged() -> None:
+    sink = RecordingSink(fail=True)
+    queue = FakeQueue(sink, [2, 3, 1])
+    summary = drive(queue, [sink], batch_size=2)
+    assert queue.acked == []
+    assert sorted(queue.nacked) == ["m0", "m1", "m2"]
+    assert summary.write_failures == 6 and summary.written == 0
+    assert any("table does not exist" in p for p in summary.problems)
