@@ -17,6 +17,7 @@ from uuid import UUID
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from prefect import flow
 
 from flows.inference import inference
@@ -109,13 +110,9 @@ def test_bad_files_become_per_record_errors(tmp_path: Path) -> None:
     (folder / "truncated.png").write_bytes(png[: len(png) // 2])
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.png").write_text("this is not an image")
-    (folder / "black.png").write_bytes(
-        encode(__import__("PIL.Image").Image.new("L", (64, 64)), "PNG")
-    )
+    (folder / "black.png").write_bytes(encode(Image.new("L", (64, 64)), "PNG"))
     huge = np.zeros((1, 1), dtype=np.uint8)
-    (folder / "huge.png").write_bytes(
-        encode(__import__("PIL.Image").Image.fromarray(huge).resize((3000, 3000)), "PNG")
-    )
+    (folder / "huge.png").write_bytes(encode(Image.fromarray(huge).resize((3000, 3000)), "PNG"))
 
     state = inference(
         source=str(folder),
@@ -154,7 +151,7 @@ def test_bad_files_become_per_record_errors(tmp_path: Path) -> None:
 
 def test_a_bad_predictor_fails_before_any_data_is_read(tmp_path: Path) -> None:
     out = tmp_path / "never.csv"
-    with pytest.raises(PredictorSpecError, match="cannot import module 'nowhere.at.all'"):
+    with pytest.raises(PredictorSpecError, match=r"cannot import module 'nowhere\.at\.all'"):
         inference(predictor="nowhere.at.all:Model", sinks=[str(out)])
     assert not out.exists()
 

@@ -212,16 +212,16 @@ def test_exported_model_from_s3(aws, prefect_server, tmp_path: Path) -> None:
 def test_exported_model_errors_are_clear(tmp_path: Path) -> None:
     (tmp_path / "weights.bin").write_bytes(b"not a model")
     (tmp_path / "labels.txt").write_text("a\nb\n")
-    bad = ExportedSpec(str(tmp_path / "weights.bin"), str(tmp_path / "labels.txt"))
+    bad = exported_predictor(str(tmp_path / "weights.bin"), str(tmp_path / "labels.txt"))
     with pytest.raises(ValueError, match=r"weights\.bin: not a TorchScript or torch\.export file"):
         bad.load()
     with pytest.raises(ValueError, match="mean and std need 3 values"):
-        ExportedSpec("m", "l", mean=[0.5])
+        exported_predictor("m", "l", mean=[0.5])
     with pytest.raises(FileNotFoundError):
-        ExportedSpec(str(tmp_path / "missing.pt"), str(tmp_path / "labels.txt")).load()
+        exported_predictor(str(tmp_path / "missing.pt"), str(tmp_path / "labels.txt")).load()
 
 
-def ExportedSpec(model: str, labels: str, **options):  # noqa: N802 - reads like the class it builds
+def exported_predictor(model: str, labels: str, **options):  # type: ignore[no-untyped-def]
     from predictors.exported import ExportedModelPredictor
 
     return ExportedModelPredictor(model=model, labels=labels, **options)
