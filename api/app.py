@@ -271,7 +271,12 @@ def _open_request_log(settings: ApiSettings, predictor: Predictor) -> RequestLog
         )
         for spec in settings.request_log
     ]
-    log = RequestLog(sinks, predictor.output_fields, max_queue=settings.request_log_queue)
+    log = RequestLog(
+        sinks,
+        predictor.output_fields,
+        max_queue=settings.request_log_queue,
+        flush_seconds=settings.request_log_flush_seconds,
+    )
     log.open()
     return log
 
@@ -439,15 +444,15 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             )
         return await request_validation_exception_handler(request, exc)
 
-    def too_large(path: str, size: int) -> str:
+    def too_large(path: str, size: str) -> str:
         if path == "/predict/batch":
             return (
-                f"request body of {size:,}+ bytes is over the limit for "
+                f"request body of {size} is over the limit for "
                 f"{settings.max_files_per_request} files of at most "
                 f"{settings.max_file_bytes:,} bytes each"
             )
         return (
-            f"request body of {size:,}+ bytes is over the limit for one file of at most "
+            f"request body of {size} is over the limit for one file of at most "
             f"{settings.max_file_bytes:,} bytes"
         )
 

@@ -86,6 +86,9 @@ class ApiSettings(BaseSettings):
     request_log_queue: int = Field(
         default=10_000, ge=1, description="Requests held for the log writer before dropping."
     )
+    request_log_flush_seconds: float = Field(
+        default=1.0, gt=0, description="Longest a logged request waits before being written."
+    )
     request_log_skip: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/health"], description="Paths not logged (probes)."
     )

@@ -108,7 +108,7 @@ class BodyLimitMiddleware:
         self,
         app: ASGIApp,
         limits: dict[str, int],
-        describe: Callable[[str, int], str],
+        describe: Callable[[str, str], str],
         on_reject: Callable[[Scope, str], None] | None = None,
     ) -> None:
         self.app = app
@@ -127,7 +127,7 @@ class BodyLimitMiddleware:
             expects = headers.get(b"expect", b"").lower() == b"100-continue"
             if not expects and declared <= limit + DRAIN_BYTES:
                 await _drain(receive, DRAIN_BYTES + limit)
-            await self._reject(scope, send, self.describe(scope["path"], declared))
+            await self._reject(scope, send, self.describe(scope["path"], f"{declared:,} bytes"))
             return
 
         received = 0
@@ -162,7 +162,8 @@ class BodyLimitMiddleware:
             if not over:
                 raise
         if over and not started:
-            await self._reject(scope, send, self.describe(scope["path"], received))
+            size = f"more than {limit:,} bytes"
+            await self._reject(scope, send, self.describe(scope["path"], size))
 
     async def _reject(self, scope: Scope, send: Send, detail: str) -> None:
         if self.on_reject is not None:
