@@ -39,13 +39,21 @@ def decode_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS)
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
+        claimed = _claimed_format(data)
+        if claimed:
+            raise ImageDecodeError(
+                source, f"corrupt or truncated {claimed} data: its header cannot be read"
+            ) from None
         raise ImageDecodeError(
             source, f"not a supported image ({_sniff(data)}); expected one of {', '.join(FORMATS)}"
         ) from None
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(source, _bomb_reason(exc, max_pixels)) from None
     except Exception as exc:
-        raise ImageDecodeError(source, f"unreadable image header: {exc}") from None
+        claimed = _claimed_format(data) or "image"
+        raise ImageDecodeError(
+            source, f"corrupt or truncated {claimed} data: unreadable header ({exc})"
+        ) from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageDecodeError(
@@ -97,6 +105,23 @@ def _high_depth_to_rgb(image: Image.Image) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The supported format a file's signature claims, when Pillow still cannot read it."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+
+
 _SIGNATURES = (
     (b"%PDF", "a PDF document"),
     (b"PK\x03\x04", "a ZIP archive"),
@@ -104,7 +129,6 @@ _SIGNATURES = (
     (b"{", "JSON or text"),
     (b"[", "JSON or text"),
     (b"<", "XML, SVG or HTML"),
-    (b"II*\x00", "a TIFF it cannot read"),
 )
 
 

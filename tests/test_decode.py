@@ -170,6 +170,20 @@ def test_truncated_files_fail_cleanly(fmt: str) -> None:
     assert f"cut.{fmt.lower()}" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("data", "fmt"),
+    [
+        (b"\x89PNG\r\n\x1a\n broken", "PNG"),
+        (b"\xff\xd8\xff\xe0 broken", "JPEG"),
+        (b"GIF89a broken", "GIF"),
+        (b"RIFF\x10\x00\x00\x00WEBPbroken", "WEBP"),
+    ],
+)
+def test_damaged_headers_are_named_by_the_format_they_claim(data: bytes, fmt: str) -> None:
+    with pytest.raises(ImageDecodeError, match=f"corrupt or truncated {fmt} data"):
+        decode_image(data, "damaged")
+
+
 def test_unsupported_format_is_refused_even_if_pillow_reads_it() -> None:
     data = encode(Image.new("RGB", (4, 4)), "PPM")
     with pytest.raises(ImageDecodeError, match="expected one of PNG, JPEG"):

@@ -149,6 +149,34 @@ def test_bad_files_become_per_record_errors(tmp_path: Path) -> None:
         assert name in markdown and reason in markdown
 
 
+def test_explicit_s3_uris_are_downloaded_concurrently_and_errors_named(
+    aws: Any, tmp_path: Path
+) -> None:
+    from blocks.aws import aws_client
+
+    s3 = aws_client("s3", aws)
+    s3.create_bucket(Bucket="images")
+    uris = []
+    for path in sorted(SAMPLES.glob("*.png"))[:40]:
+        s3.put_object(Bucket="images", Key=f"in/{path.name}", Body=path.read_bytes())
+        uris.append(f"s3://images/in/{path.name}")
+    s3.put_object(Bucket="images", Key="in/broken.png", Body=b"\x89PNG\r\n\x1a\n broken")
+    uris += ["s3://images/in/broken.png", "s3://images/in/missing.png", "s3://nobucket/x.png"]
+    aws.save("test-flow-s3", overwrite=True)
+
+    summary = inference(
+        source=uris, sinks=[str(tmp_path / "s3.jsonl")], aws_credentials="test-flow-s3"
+    )
+    rows = {r["uri"]: r for r in read_jsonl(tmp_path / "s3.jsonl")}
+    assert summary["images"] == len(rows) == 43 and summary["errors"] == 3
+    assert all(rows[u]["status"] == "ok" for u in uris[:40])
+    assert "corrupt or truncated" in rows["s3://images/in/broken.png"]["error"]
+    assert "NoSuchKey" in rows["s3://images/in/missing.png"]["error"]
+    assert "NoSuchBucket" in rows["s3://nobucket/x.png"]["error"]
+    local = {r["uri"]: r for r in read_jsonl(tmp_path / "s3.jsonl")}
+    assert local["s3://images/in/" + sorted(SAMPLES.glob("*.png"))[0].name]["class_id"] is not None
+
+
 def test_a_bad_predictor_fails_before_any_data_is_read(tmp_path: Path) -> None:
     out = tmp_path / "never.csv"
     with pytest.raises(PredictorSpecError, match=r"cannot import module 'nowhere\.at\.all'"):
