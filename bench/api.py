@@ -1,0 +1,260 @@
+"""Benchmark: the online API's requests/s and latency, with and without micro-batching.
+
+    python bench/api.py                  # 1, 8 and 32 clients, 10 s each (~2.5 min)
+    python bench/api.py --duration 3     # quicker
+
+Starts ``python -m api`` itself (a temporary users file, the request log on, as
+in production) once with micro-batching on and once with it off (batch size 1),
+and drives it with N concurrent httpx clients that each send one shipped digit
+PNG at a time. In the same run it measures the bare model loop: decode +
+preprocess + forward pass of one image at a time (what one request costs
+without HTTP), and the same with 32 images per pass (the micro-batching
+ceiling). The clients run on the same machine as the server and take CPU from
+it, so absolute figures are lower bounds; the ratios are what matter.
+
+Prints a table and writes JSON (default ``bench/out/api.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from api.users import hash_password  # noqa: E402
+from predictors.base import RecordMeta  # noqa: E402
+from predictors.digits import SAMPLES  # noqa: E402
+from predictors.loading import PredictorSpec, get_predictor  # noqa: E402
+from tasks.decode import decode_image  # noqa: E402
+
+PASSWORD = "bench-password"
+CLIENTS = (1, 8, 32)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def bare_loop(images: list[bytes], duration: float, per_pass: int) -> dict[str, Any]:
+    """Decode, preprocess and predict in this process, ``per_pass`` images per forward pass."""
+    predictor = get_predictor(PredictorSpec(path="predictors.digits:DigitsClassifier"))
+    latencies: list[float] = []
+    done = 0
+    started = time.perf_counter()
+    index = 0
+    while time.perf_counter() - started < duration:
+        t0 = time.perf_counter()
+        inputs, metas = [], []
+        for _ in range(per_pass):
+            data = images[index % len(images)]
+            index += 1
+            image = decode_image(data, "bench")
+            meta = RecordMeta("bench", "bench", {}, image.shape[1], image.shape[0])
+            inputs.append(predictor.prepare(image, meta))
+            metas.append(meta)
+        predictor.run_prepared(inputs, metas)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        done += per_pass
+    elapsed = time.perf_counter() - started
+    return {
+        "images_per_s": done / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, root: Path, batch_size: int, wait_ms: float) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        users = root / "users"
+        users.write_text(f"bench:{hash_password(PASSWORD, rounds=4)}\n")
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(root / "prefect"),
+            "INFERGRAPH_API_SIGNING_KEY": secrets.token_urlsafe(48),
+            "INFERGRAPH_API_USERS_FILE": str(users),
+            "INFERGRAPH_API_PORT": str(self.port),
+            "INFERGRAPH_API_MICRO_BATCH_SIZE": str(batch_size),
+            "INFERGRAPH_API_MICRO_BATCH_WAIT_MS": str(wait_ms),
+            "INFERGRAPH_API_REQUEST_LOG": str(root / f"requests-{batch_size}.jsonl"),
+        }
+        self.log = open(root / f"server-{batch_size}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api", "--log-level", "warning"],
+            cwd=REPO,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"server exited: {(root / f'server-{batch_size}.log').read_text()}"
+                )
+            try:
+                httpx.get(f"{self.url}/health", timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        response = httpx.post(f"{self.url}/token", data={"username": "bench", "password": PASSWORD})
+        response.raise_for_status()
+        self.token = response.json()["access_token"]
+
+    def health(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/health", timeout=10).json()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+async def drive(server: Server, images: list[tuple[str, bytes]], clients: int, duration: float):
+    """``clients`` concurrent loops of one request at a time for ``duration`` seconds."""
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Authorization": f"Bearer {server.token}"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+
+        async def loop(offset: int, until: float, record: bool) -> None:
+            nonlocal errors
+            i = offset
+            while time.perf_counter() < until:
+                name, data = images[i % len(images)]
+                i += clients
+                t0 = time.perf_counter()
+                response = await client.post(
+                    "/predict", files={"file": (name, data)}, headers=headers
+                )
+                if record:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    errors += response.status_code != 200
+
+        warm = time.perf_counter() + min(1.0, duration / 4)
+        await asyncio.gather(*(loop(c, warm, False) for c in range(clients)))
+        before = server.health()["micro_batching"]
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(c, started + duration, True) for c in range(clients)))
+        elapsed = time.perf_counter() - started
+        after = server.health()["micro_batching"]
+    passes = after["forward_passes"] - before["forward_passes"]
+    records = after["records"] - before["records"]
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
+        "mean_batch": records / passes if passes else 0.0,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--wait-ms", type=float, default=5.0, help="micro-batch max wait")
+    parser.add_argument("--out", type=Path, default=HERE / "out" / "api.json")
+    args = parser.parse_args()
+
+    files = sorted(SAMPLES.glob("*.png"))
+    images = [(p.name, p.read_bytes()) for p in files]
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_start": os.getloadavg(),
+        },
+        "duration_s": args.duration,
+        "bare": {
+            "batch_1": bare_loop([d for _, d in images], args.duration, 1),
+            "batch_32": bare_loop([d for _, d in images], args.duration, 32),
+        },
+        "api": {},
+    }
+    modes = {"batching_on": (32, args.wait_ms), "batching_off": (1, 0.0)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode, (size, wait) in modes.items():
+            root = Path(tmp) / mode
+            root.mkdir()
+            server = Server(root, size, wait)
+            try:
+                results["api"][mode] = [
+                    asyncio.run(drive(server, images, n, args.duration)) for n in CLIENTS
+                ]
+                results["api"][mode + "_log"] = server.health()["request_log"]
+            finally:
+                server.stop()
+    results["machine"]["load_avg_end"] = os.getloadavg()
+
+    bare1 = results["bare"]["batch_1"]["images_per_s"]
+    print(
+        f"bare model loop, 1 image/pass : {bare1:8.1f} images/s  "
+        f"p50 {results['bare']['batch_1']['p50_ms']:.2f} ms  "
+        f"p99 {results['bare']['batch_1']['p99_ms']:.2f} ms"
+    )
+    print(
+        f"bare model loop, 32 images/pass: "
+        f"{results['bare']['batch_32']['images_per_s']:8.1f} images/s"
+    )
+    print()
+    header = f"{'mode':<13}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+    print(header + f"{'batch':>7}{'vs bare':>9}{'errors':>8}")
+    for mode in modes:
+        for row in results["api"][mode]:
+            row["vs_bare_batch_1"] = row["requests_per_s"] / bare1
+            print(
+                f"{mode:<13}{row['clients']:>8}{row['requests_per_s']:>10.1f}"
+                f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['mean_batch']:>7.1f}"
+                f"{row['vs_bare_batch_1']:>9.2f}{row['errors']:>8}"
+            )
+    print(
+        f"\nload average start {results['machine']['load_avg_start']}, "
+        f"end {results['machine']['load_avg_end']} (2 cores shared with other work)"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
