@@ -6,7 +6,9 @@ prefect-aws' ``AwsCredentials`` and ``S3Bucket`` and prefect-kubernetes'
 """
 
 from blocks.dynamodb import DynamoDBTable
+from blocks.neptune import NeptuneCluster
+from blocks.oxigraph import OxigraphStore
 from blocks.sns import SnsTopic
 from blocks.sqs import SqsQueue
 
-__all__ = ["DynamoDBTable", "SnsTopic", "SqsQueue"]
+__all__ = ["DynamoDBTable", "NeptuneCluster", "OxigraphStore", "SnsTopic", "SqsQueue"]
