@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -30,10 +30,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import FailedLoginLimiter, TokenError, Tokens
-from api.batcher import BatcherClosed, MicroBatcher
+from api.batcher import BatcherClosed, Expected, MicroBatcher
 from api.requestlog import RequestContext, RequestLog, RequestLogMiddleware
 from api.settings import ApiSettings, check_settings
 from api.uploads import BodyLimitMiddleware, PreparedUpload, UploadError, extension, prepare_upload
@@ -46,6 +46,8 @@ from tasks.sinks import open_sink
 logger = logging.getLogger(__name__)
 
 USERS_REFRESH_SECONDS = 10.0
+#: A user name and password; anything bigger is not a sign-in.
+TOKEN_FORM_BYTES = 16 * 1024
 BEARER = {"WWW-Authenticate": "Bearer"}
 
 
@@ -152,11 +154,17 @@ class Service:
             await asyncio.to_thread(self.users.refresh)
 
     async def classify(
-        self, upload: UploadFile, username: str, context: RequestContext, record_id: str
+        self,
+        upload: UploadFile,
+        username: str,
+        context: RequestContext,
+        record_id: str,
+        arrival: Expected | None = None,
     ) -> dict[str, Any]:
         """One file through size check, decode, preprocess and the shared forward pass.
 
         Returns the response item; its ``status_code`` says whether it succeeded.
+        ``arrival`` is the request's announcement, handed over to this file's own.
         """
         name = upload.filename or "upload"
         item: dict[str, Any] = {
@@ -170,14 +178,19 @@ class Service:
             "bytes": upload.size,
         }
         try:
-            prepared = await self._prepare(upload, name, record_id)
-            item.update(
-                format=prepared.format, width=prepared.meta.width, height=prepared.meta.height
-            )
-            try:
-                outcome, batch_size = await self.batcher.submit((prepared.value, prepared.meta))
-            except BatcherClosed as exc:
-                raise UploadError(503, f"file {name!r} not predicted: {exc}") from None
+            with self.batcher.expecting() as ticket:
+                if arrival is not None:
+                    arrival.release()
+                prepared = await self._prepare(upload, name, record_id)
+                item.update(
+                    format=prepared.format, width=prepared.meta.width, height=prepared.meta.height
+                )
+                try:
+                    outcome, batch_size = await self.batcher.submit(
+                        (prepared.value, prepared.meta), ticket
+                    )
+                except BatcherClosed as exc:
+                    raise UploadError(503, f"file {name!r} not predicted: {exc}") from None
             item["batch_size"] = batch_size
             if isinstance(outcome, RecordError):
                 raise UploadError(500, f"file {name!r}: the model failed: {outcome}")
@@ -230,6 +243,34 @@ class Service:
         }
 
 
+class AnnounceMiddleware:
+    """Announce prediction requests to the batcher as they arrive, before their bodies are read.
+
+    A forming batch then waits (up to the maximum wait) for requests whose
+    uploads are still streaming in, not only for those already decoding.
+    """
+
+    PATHS = frozenset({"/predict", "/predict/batch"})
+
+    def __init__(self, app: ASGIApp, service: Callable[[], Service | None]) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service = self.service() if scope["type"] == "http" else None
+        if service is None or scope["path"] not in self.PATHS:
+            await self.app(scope, receive, send)
+            return
+        with service.batcher.expecting() as ticket:
+            scope.setdefault("state", {})["arrival"] = ticket
+            await self.app(scope, receive, send)
+
+
+def _arrival(request: Request) -> Expected | None:
+    ticket = request.scope.get("state", {}).get("arrival")
+    return ticket if isinstance(ticket, Expected) else None
+
+
 async def _start_service(settings: ApiSettings) -> Service:
     """Load users, the model (once) and the request-log sinks, off the event loop."""
     if settings.users_file is not None:
@@ -238,6 +279,10 @@ async def _start_service(settings: ApiSettings) -> Service:
         users = await asyncio.to_thread(UserStore.from_secret, settings.users_secret or "")
     if not len(users):
         logger.warning("no users: nobody can sign in until one is added")
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     predictor = await asyncio.to_thread(get_predictor, settings.predictor_spec())
     await asyncio.to_thread(_warm_up, predictor)
     service = Service(settings, predictor, users)
@@ -388,7 +433,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         username: Annotated[str, Depends(current_user)],
     ) -> dict[str, Any]:
         ctx = context(request)
-        item = await service().classify(file, username, ctx, ctx.request_id)
+        item = await service().classify(file, username, ctx, ctx.request_id, _arrival(request))
         ctx.items = [item]
         if not item["success"]:
             raise HTTPException(item["status_code"], item["error"])
@@ -410,8 +455,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         limit = svc.settings.max_files_per_request
         if len(files) > limit:
             raise HTTPException(413, f"{len(files)} files in one request; at most {limit}")
+        arrival = _arrival(request)
         items = await asyncio.gather(
-            *(svc.classify(f, username, ctx, f"{ctx.request_id}/{i}") for i, f in enumerate(files))
+            *(
+                svc.classify(f, username, ctx, f"{ctx.request_id}/{i}", arrival)
+                for i, f in enumerate(files)
+            )
         )
         ctx.items = list(items)
         return {
@@ -445,6 +494,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return await request_validation_exception_handler(request, exc)
 
     def too_large(path: str, size: str) -> str:
+        if path == "/token":
+            return f"sign-in form of {size} is over the limit of {TOKEN_FORM_BYTES:,} bytes"
         if path == "/predict/batch":
             return (
                 f"request body of {size} is over the limit for "
@@ -461,9 +512,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         if state is not None:
             state.error = detail
 
+    app.add_middleware(AnnounceMiddleware, service=lambda: holder.get("service"))
     app.add_middleware(
         BodyLimitMiddleware,
         limits={
+            "/token": TOKEN_FORM_BYTES,
             "/predict": settings.upload_limit(1),
             "/predict/batch": settings.upload_limit(settings.max_files_per_request),
         },

@@ -1,11 +1,12 @@
 """Gather concurrent requests into micro-batches so many clients share one forward pass.
 
-A request waits at most ``max_wait`` seconds after the *first* request of its
-batch arrived, and a batch closes early once ``max_size`` records are waiting.
+A batch closes when ``max_size`` records wait, when ``max_wait`` seconds have
+passed since its first record arrived, or as soon as no other record is on its
+way: callers announce a record with :meth:`MicroBatcher.expecting` before they
+decode it, so a lone request never waits for company that is not coming.
 Records that arrive while a forward pass runs form the next batch, so under
-load batches grow by themselves and no one waits longer than one pass plus
-``max_wait``. Forward passes run one at a time in a dedicated thread, off the
-event loop.
+load batches grow by themselves. Forward passes run one at a time in a
+dedicated thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -57,6 +58,21 @@ class BatchStats:
         }
 
 
+class Expected:
+    """A record announced to the batcher: while it is held, open batches may wait for it."""
+
+    def __init__(self, batcher: MicroBatcher[Any, Any]) -> None:
+        self._batcher = batcher
+        self._held = True
+        batcher._upcoming += 1
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._batcher._upcoming -= 1
+            self._batcher._wakeup.set()
+
+
 class MicroBatcher(Generic[T, R]):
     """``await submit(item)`` returns ``run([... item ...])[i]`` for that item's batch.
 
@@ -82,16 +98,28 @@ class MicroBatcher(Generic[T, R]):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="forward")
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._upcoming = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve(), name="micro-batcher")
 
-    async def submit(self, item: T) -> R:
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[Expected]:
+        """Announce a record that is being prepared; pass the ticket to :meth:`submit`."""
+        ticket = Expected(self)
+        try:
+            yield ticket
+        finally:
+            ticket.release()
+
+    async def submit(self, item: T, ticket: Expected | None = None) -> R:
         if self._closed or self._task is None:
             raise BatcherClosed("the prediction service is not running")
         loop = asyncio.get_running_loop()
         pending = _Pending(item, loop.create_future(), loop.time())
         self._pending.append(pending)
+        if ticket is not None:
+            ticket.release()
         self._wakeup.set()
         return await pending.future
 
@@ -118,7 +146,7 @@ class MicroBatcher(Generic[T, R]):
                 await self._wakeup.wait()
                 continue
             deadline = self._pending[0].arrived + self.max_wait
-            while len(self._pending) < self.max_size and not self._closed:
+            while len(self._pending) < self.max_size and self._upcoming and not self._closed:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break

@@ -70,6 +70,9 @@ class ApiSettings(BaseSettings):
     # Model and micro-batching
     predictor: str = Field(default="predictors.digits:DigitsClassifier")
     predictor_options: dict[str, Any] = Field(default_factory=dict)
+    torch_threads: int = Field(
+        default=0, ge=0, description="Threads per forward pass; 0 keeps torch's default."
+    )
     micro_batch_size: int = Field(
         default=32, ge=1, description="Most records per forward pass; 1 turns batching off."
     )

@@ -39,6 +39,40 @@ def test_batcher_routes_results_and_respects_max_size() -> None:
     assert len(seen) <= 8  # 50 concurrent submissions share passes: ceil(50 / 8) = 7
 
 
+def test_batcher_waits_only_for_records_on_their_way() -> None:
+    seen: list[list[str]] = []
+
+    def run(items: list[str]) -> list[str]:
+        seen.append(items)
+        return items
+
+    async def scenario() -> tuple[float, float]:
+        batcher: MicroBatcher[str, str] = MicroBatcher(run, max_size=8, max_wait=5.0)
+        batcher.start()
+        started = time.perf_counter()
+        await batcher.submit("alone")  # nothing announced: no waiting for company
+        alone = time.perf_counter() - started
+
+        async def late() -> str:
+            with batcher.expecting() as ticket:
+                await asyncio.sleep(0.2)  # "decoding"
+                return await batcher.submit("late", ticket)
+
+        async def early() -> str:
+            await asyncio.sleep(0.01)
+            return await batcher.submit("early")
+
+        started = time.perf_counter()
+        await asyncio.gather(late(), early())
+        together = time.perf_counter() - started
+        await batcher.close()
+        return alone, together
+
+    alone, together = asyncio.run(scenario())
+    assert alone < 1.0 and together < 2.0  # far below max_wait
+    assert seen == [["alone"], ["early", "late"]]  # the early one waited for the announced one
+
+
 def test_batcher_failure_reaches_every_caller_and_it_keeps_serving() -> None:
     def run(items: list[int]) -> list[int]:
         if 13 in items:
