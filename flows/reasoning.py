@@ -420,40 +420,53 @@ def check_kubernetes_jobs(
 
 
 @task(cache_policy=NO_CACHE)
-def refresh_loads(store: JobStore, graph_store: GraphStore) -> list[dict[str, Any]]:
-    """Ask the loader about every load in progress; store statuses, counters and verification."""
+def refresh_loads(store: JobStore, graph_store: GraphStore) -> dict[str, list[Any]]:
+    """Ask the loader about every load in progress; store statuses, counters and verification.
+
+    One job's failure (an unknown load id, an unreachable store) is reported and does not
+    stop the others.
+    """
     logger = get_run_logger()
     loader = open_loader(graph_store)
-    results = []
-    for state in sorted(LOAD_IN_PROGRESS_STATES):
-        for job in store.by_status(state):
-            load = dict(job.get("load") or {})
-            if load.get("store") not in (None, loader.kind):
-                logger.error(
-                    "job %s was loaded by %s, not %s", job.job_id, load["store"], loader.kind
-                )
-                continue
-            status = loader.status(load["load_id"])
-            target = S.for_loader(status.status)
-            load.update(overall=status.overall, feed_count=status.feed_count, errors=status.errors)
-            attrs: dict[str, Any] = {"load": load, "load_checked_at": utcnow()}
-            if target in LOAD_TERMINAL_STATES:
-                attrs["completed_at"] = utcnow()
-            if target == S.NEPTUNE_LOAD_COMPLETED:
-                try:
-                    attrs["verification"] = loader.verify(LoadRequest.from_record(load["request"]))
-                except Exception as exc:  # a failed count must not hide a completed load
-                    attrs["verification"] = {"error": f"{type(exc).__name__}: {exc}"}
-            reason = None
-            if target in LOAD_TERMINAL_STATES and target != S.NEPTUNE_LOAD_COMPLETED:
-                reason = f"bulk load {load['load_id']} ended {status.status}"
-            try:
-                job = store.transition(job, target, reason=reason, **attrs)
-            except TransitionRefused as exc:
-                logger.info("%s", exc)
-                continue
-            results.append(_summary(job, load_id=load["load_id"]))
-    return results
+    results: list[dict[str, Any]] = []
+    problems: list[str] = []
+    # Snapshot first: a job moving between in-progress states must be asked once per run.
+    jobs = {j.job_id: j for s in sorted(LOAD_IN_PROGRESS_STATES) for j in store.by_status(s)}
+    for job in jobs.values():
+        try:
+            summary = _refresh_one(store, loader, job)
+        except TransitionRefused as exc:
+            logger.info("%s", exc)
+            continue
+        except Exception as exc:
+            problems.append(f"{job.job_id}: {type(exc).__name__}: {exc}")
+            logger.error("could not refresh %s: %s", job.job_id, exc)
+            continue
+        if summary:
+            results.append(summary)
+    return {"refreshed": results, "problems": problems}
+
+
+def _refresh_one(store: JobStore, loader: Any, job: Job) -> dict[str, Any] | None:
+    load = dict(job.get("load") or {})
+    if load.get("store") not in (None, loader.kind):
+        raise ValueError(f"loaded by {load['store']}, but the graph store is {loader.kind}")
+    status = loader.status(load["load_id"])
+    target = S.for_loader(status.status)
+    load.update(overall=status.overall, feed_count=status.feed_count, errors=status.errors)
+    attrs: dict[str, Any] = {"load": load, "load_checked_at": utcnow()}
+    if target in LOAD_TERMINAL_STATES:
+        attrs["completed_at"] = utcnow()
+    if target == S.NEPTUNE_LOAD_COMPLETED:
+        try:
+            attrs["verification"] = loader.verify(LoadRequest.from_record(load["request"]))
+        except Exception as exc:  # a failed count must not hide a completed load
+            attrs["verification"] = {"error": f"{type(exc).__name__}: {exc}"}
+    reason = None
+    if target in LOAD_TERMINAL_STATES and target != S.NEPTUNE_LOAD_COMPLETED:
+        reason = f"bulk load {load['load_id']} ended {status.status}"
+    job = store.transition(job, target, reason=reason, **attrs)
+    return _summary(job, load_id=load["load_id"])
 
 
 @task(cache_policy=NO_CACHE)
@@ -494,9 +507,12 @@ def refresh_bulk_loads(
     """
     store, topic = _store(jobs_table), resolve_block(notices, SnsTopic)
     failed = check_kubernetes_jobs(store, topic, _kubernetes(kubernetes_credentials))
-    refreshed = refresh_loads(store, _graph_store(graph_store))
+    loads = refresh_loads(store, _graph_store(graph_store))
     notified = send_pending_notices(store, topic, notice_lease_seconds)
-    return {"inference_failed": failed, "refreshed": refreshed, "notified": notified}
+    if loads["problems"]:
+        # Everything else was refreshed and notified; the run still shows what went wrong.
+        raise RuntimeError("could not refresh: " + "; ".join(loads["problems"]))
+    return {"inference_failed": failed, "refreshed": loads["refreshed"], "notified": notified}
 
 
 # -- command line --------------------------------------------------------------------------------

@@ -14,17 +14,26 @@ from tasks.reasoning.jobs import Job, JobStatus
 from tasks.reasoning.rdfox_log import human_duration
 
 SUBJECT_LIMIT = 100
+MIN_STATUS = 24
 MAX_LISTED_ERRORS = 10
 
 
 def notice_subject(job_id: str, status: str) -> str:
-    head, sep = "Inference Result Notification for ", " - "
-    room = SUBJECT_LIMIT - len(head) - len(sep) - len(str(status))
-    if len(job_id) > room:
-        keep = max(room - 3, 1)
-        # Keep the tail: the date and number tell jobs of one dataset apart.
+    """The reference subject, cut to SNS's 100-character limit only when it must be.
+
+    First the status loses its tail (its start still says what happened), then the job id
+    its middle (its end tells the jobs of one dataset apart).
+    """
+    head, sep, status = "Inference Result Notification for ", " - ", str(status)
+    room = SUBJECT_LIMIT - len(head) - len(sep)
+    if len(job_id) + len(status) > room:
+        keep = max(room - len(job_id), MIN_STATUS)
+        if keep < len(status):
+            status = status[: keep - 3] + "..."
+    if len(job_id) + len(status) > room:
+        keep = room - len(status) - 3
         job_id = job_id[: keep // 3] + "..." + job_id[len(job_id) - (keep - keep // 3) :]
-    return f"{head}{job_id}{sep}{status}"[:SUBJECT_LIMIT]
+    return f"{head}{job_id}{sep}{status}"
 
 
 def is_success(status: str) -> bool:
