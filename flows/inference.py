@@ -2,7 +2,9 @@
 
 ``python flows/inference.py`` classifies the shipped digit samples with the
 shipped model and writes ``results/predictions.csv`` and ``.jsonl``; see
-``--help`` for everything else.
+``--help`` for everything else. The same flow reads S3 prefixes and SQS queues
+and writes DynamoDB, S3 CSV and SQS (``tasks/aws_schemes.py`` lists the
+strings), with a requests table and SNS completion notices as options.
 """
 
 from __future__ import annotations
@@ -14,14 +16,22 @@ from typing import Any
 
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect_aws import AwsCredentials
 
+import tasks.aws_schemes  # noqa: F401  (registers the s3://, sqs://, dynamodb:// strings)
+from blocks.dynamodb import DynamoDBTable
+from blocks.resolve import resolve_block
+from blocks.settings import local_settings
+from blocks.sns import SnsTopic
 from flows.pipeline import BatchPipeline
 from predictors.digits import SAMPLES
 from predictors.loading import PredictorSpec, get_predictor
 from tasks.decode import DEFAULT_MAX_PIXELS
 from tasks.fetch import FetchOptions
 from tasks.reporting import publish_artifacts
-from tasks.sinks import DEFAULT_SINKS, open_sink
+from tasks.requests_table import RequestsTable, ThenRequestsTable
+from tasks.sinks import DEFAULT_SINKS, Sink, open_sink
+from tasks.sns_notices import CompletionNotices
 from tasks.sources import open_source
 
 DEFAULT_PREDICTOR = "predictors.digits:DigitsClassifier"
@@ -46,31 +56,54 @@ def inference(
     max_in_flight: int = 3,
     download_concurrency: int = 16,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    aws_credentials: str | None = None,
+    aws_credentials: str | AwsCredentials | None = None,
+    requests_table: str | DynamoDBTable | None = None,
+    notify_topic: str | SnsTopic | None = None,
 ) -> dict[str, Any]:
     """Classify every image of a source and write one result per image to each sink.
 
     Args:
-        source: A local folder, glob or file; a list of paths or s3:// URIs; an
-            s3://bucket/prefix/ to list; or a queue (sqs://...).
+        source: A local folder, glob or file; a list of paths or s3:// URIs;
+            s3://bucket/prefix/ (every image under it; ?suffixes=.png,.jpg to filter)
+            or s3://bucket/photos/*.jpg; or sqs://<SqsQueue block> for request
+            messages and S3 event notifications (?image_keys=s3_uri,image.uri
+            names where requests keep the image; ?idle_polls=0 keeps polling).
         predictor: Dotted path 'package.module:Class' of a predictors.base.Predictor.
         predictor_options: Keyword arguments for the predictor (JSON object).
-        sinks: Where results go: *.csv / *.jsonl local files and any registered
-            scheme (dynamodb://, s3://, sqs://). Default: results/predictions.csv and .jsonl.
+        sinks: Where results go, all written for each chunk: *.csv / *.jsonl local
+            files; dynamodb://<DynamoDBTable block> (a results table;
+            ?explode=top_k for one item per list element); s3://bucket/prefix/ (CSV
+            objects; ?columns=a,b&gzip=true&rows=1000); sqs://<SqsQueue block>
+            (one message per result; ?oversize=s3://bucket/big/). Default:
+            results/predictions.csv and .jsonl.
         batch_size: Images per forward pass (and per task run).
         max_in_flight: Batches downloading or predicting at once; bounds memory.
         download_concurrency: Parallel downloads and decodes within a batch.
         max_pixels: Images with more pixels are rejected (decompression bombs).
-        aws_credentials: Name of an AwsCredentials block for S3; default AWS chain if empty.
+        aws_credentials: AwsCredentials block (or its name) for reading images and
+            writing s3:// sinks. Default: the queue block's credentials for an sqs://
+            source, else the default AWS chain.
+        requests_table: DynamoDBTable block (or its name) of the requests table: each
+            request's state moves queued → processing → completed | error.
+        notify_topic: SnsTopic block (or its name) that is told when requests finish;
+            a request's own sns_topic_arn field takes precedence.
     """
     spec = PredictorSpec(path=predictor, options=predictor_options or {})
     get_predictor(spec)  # a bad path, option or weights file fails here, before any data is read
-    credentials = _load_credentials(aws_credentials)
+    credentials = resolve_block(aws_credentials, AwsCredentials) if aws_credentials else None
+    requests = resolve_block(requests_table, DynamoDBTable) if requests_table else None
+    topic = resolve_block(notify_topic, SnsTopic) if notify_topic else None
     src = open_source(source, credentials=credentials)
-    outputs = [open_sink(s, credentials=credentials) for s in (sinks or DEFAULT_SINKS)]
-    for sink in outputs:
-        sink.open()
+    credentials = credentials or getattr(src, "credentials", None)
+    outputs: list[Sink] = [open_sink(s, credentials=credentials) for s in (sinks or DEFAULT_SINKS)]
+    run_id = _flow_run_id()
+    tracker = RequestsTable(requests, run_id=run_id) if requests else None
+    if tracker:  # a request is marked finished only once every sink has its results
+        outputs = [ThenRequestsTable(outputs, tracker)]
+    notices = CompletionNotices(topic, credentials, flow_run_id=run_id)
     try:
+        for sink in outputs:
+            sink.open()
         pipeline = BatchPipeline(
             source=src,
             predictor=spec,
@@ -78,6 +111,8 @@ def inference(
             fetch=FetchOptions(credentials, download_concurrency, max_pixels),
             batch_size=batch_size,
             max_in_flight=max_in_flight,
+            after_write=[notices],
+            before_batch=[tracker.mark_processing] if tracker else [],
         )
         summary = pipeline.run()
     finally:
@@ -93,12 +128,10 @@ def inference(
     return summary.as_dict()
 
 
-def _load_credentials(name: str | None) -> Any:
-    if not name:
-        return None
-    from prefect_aws import AwsCredentials
+def _flow_run_id() -> str | None:
+    from prefect.runtime import flow_run
 
-    return AwsCredentials.load(name)
+    return str(flow_run.id) if flow_run.id else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--download-concurrency", type=int, default=16)
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     parser.add_argument("--aws-credentials", help="name of an AwsCredentials block")
+    parser.add_argument(
+        "--requests-table", help="name of the DynamoDBTable block of the requests table"
+    )
+    parser.add_argument("--notify-topic", help="name of an SnsTopic block for completion notices")
     args = parser.parse_args(argv)
     source: str | list[str] = str(SAMPLES)
     if len(args.source) == 1:
@@ -141,32 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             download_concurrency=args.download_concurrency,
             max_pixels=args.max_pixels,
             aws_credentials=args.aws_credentials,
+            requests_table=args.requests_table,
+            notify_topic=args.notify_topic,
         )
     return 0
-
-
-def local_settings() -> Any:
-    """Settings for a zero-setup run on a fresh machine.
-
-    Without a configured API, Prefect starts a temporary server whose first start
-    migrates a new database, which takes longer than Prefect's default 20 s wait;
-    anonymous telemetry only produces errors on machines without internet.
-    Anything the user set in the environment or a profile wins.
-    """
-    import os
-
-    from prefect.settings import (
-        PREFECT_SERVER_ANALYTICS_ENABLED,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        temporary_settings,
-    )
-
-    updates: dict[Any, Any] = {}
-    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
-        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 180
-    if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:
-        updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
-    return temporary_settings(updates=updates)
 
 
 def _parse_option(text: str) -> tuple[str, Any]:

@@ -6,6 +6,9 @@ batch size, not by the size of the data) and a queue is never read faster than
 it is processed. While one batch is predicted the next ones download and decode
 (each is its own task on the flow's task runner). Results are written as soon
 as their group is whole, and the group is acknowledged only after that write.
+A write that fails for a reason a retry cannot fix is split into one write per
+chunk, so a single bad message cannot hold back (and, through repeated
+redelivery, drag into the dead-letter queue) the messages written beside it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prefect.futures import PrefectFuture
@@ -32,17 +35,28 @@ from tasks.tracking import GroupTracker
 from tasks.writing import write_results
 
 HEARTBEAT_SECONDS = 5.0
+MAX_PROBLEMS = 100
 
 #: Called with the chunks just written, before their groups are acknowledged;
 #: returns problems to report (e.g. a notification that could not be sent).
 AfterWrite = Callable[[list[ResultChunk]], list[str]]
+#: Called with each batch as it is pulled from the source, before it is submitted
+#: (in the feeder thread, beside the work in flight); returns problems to report.
+BeforeBatch = Callable[[list[ImageRecord]], list[str]]
 
 
 class _BatchFeeder:
     """Pulls batches from the source in a thread, one per free slot."""
 
-    def __init__(self, batches: Iterator[list[ImageRecord]], slots: int, events: queue.Queue):
+    def __init__(
+        self,
+        batches: Iterator[list[ImageRecord]],
+        slots: int,
+        events: queue.Queue,
+        hooks: Sequence[BeforeBatch] = (),
+    ):
         self._batches = batches
+        self._hooks = list(hooks)
         self._slots = threading.Semaphore(slots)
         self._events = events
         self._stop = threading.Event()
@@ -61,6 +75,13 @@ class _BatchFeeder:
                 if batch is None:
                     self._events.put(("end", None))
                     return
+                for hook in self._hooks:
+                    try:
+                        problems = hook(batch)
+                    except Exception as exc:
+                        problems = [f"before-batch hook failed: {type(exc).__name__}: {exc}"]
+                    if problems:
+                        self._events.put(("problems", problems))
                 self._events.put(("batch", batch))
         except BaseException as exc:
             self._events.put(("error", exc))
@@ -86,6 +107,7 @@ class BatchPipeline:
         max_in_flight: int = 3,
         max_writes: int = 4,
         after_write: Sequence[AfterWrite] = (),
+        before_batch: Sequence[BeforeBatch] = (),
     ) -> None:
         if batch_size < 1 or max_in_flight < 1 or max_writes < 1:
             raise ValueError("batch_size, max_in_flight and max_writes must be at least 1")
@@ -97,6 +119,8 @@ class BatchPipeline:
         self.max_in_flight = max_in_flight
         self.max_writes = max_writes
         self.after_write = list(after_write)
+        self.before_batch = list(before_batch)
+        self._hidden_problems = 0
         self.tracker = GroupTracker()
         self.summary = RunSummary(source=source.description)
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -107,7 +131,10 @@ class BatchPipeline:
 
     def run(self) -> RunSummary:
         feeder = _BatchFeeder(
-            self.source.batches(self.batch_size), self.max_in_flight, self._events
+            self.source.batches(self.batch_size),
+            self.max_in_flight,
+            self._events,
+            self.before_batch,
         )
         ended = False
         try:
@@ -126,6 +153,8 @@ class BatchPipeline:
                     self._on_batch_done(payload)
                 elif kind == "write":
                     self._on_write_done(payload)
+                elif kind == "problems":
+                    self.report(payload)
                 while self._owed_slots and len(self._writes) < self.max_writes:
                     self._owed_slots -= 1
                     feeder.release()
@@ -133,8 +162,21 @@ class BatchPipeline:
         finally:
             feeder.stop()
             self._wait_for_writes()
+            self.report(getattr(self.source, "problems", ()))
+            if self._hidden_problems:
+                self.summary.problems.append(f"… and {self._hidden_problems} more problems")
         self.summary.finished = time.perf_counter()
         return self.summary
+
+    def report(self, problems: Iterable[str]) -> None:
+        """Add problems to the summary, each once, at most ``MAX_PROBLEMS`` of them."""
+        for problem in problems:
+            if problem in self.summary.problems:
+                continue
+            if len(self.summary.problems) < MAX_PROBLEMS:
+                self.summary.problems.append(problem)
+            else:
+                self._hidden_problems += 1
 
     def _submit_batch(self, records: list[ImageRecord]) -> None:
         future = infer_batch.submit(records, self._batch_index, self.predictor, self.fetch)
@@ -158,9 +200,12 @@ class BatchPipeline:
         for chunk in chunks:
             self.summary.add_rows(chunk.results)
         if chunks:
-            write = write_results.submit(self.sinks, chunks)
-            self._writes[write] = chunks
-            write.add_done_callback(lambda f: self._events.put(("write", f)))
+            self._submit_write(chunks)
+
+    def _submit_write(self, chunks: list[ResultChunk]) -> None:
+        write = write_results.submit(self.sinks, chunks)
+        self._writes[write] = chunks
+        write.add_done_callback(lambda f: self._events.put(("write", f)))
 
     def _on_write_done(self, future: PrefectFuture) -> None:
         chunks = self._writes.pop(future)
@@ -169,14 +214,22 @@ class BatchPipeline:
         try:
             future.result()
         except Exception as exc:
+            if len(chunks) > 1 and not is_transient(exc):
+                for chunk in chunks:  # find the chunk at fault; the others get written
+                    self._submit_write([chunk])
+                return
             self.summary.write_failures += rows
-            self.summary.problems.append(f"{rows} rows not written: {type(exc).__name__}: {exc}")
+            self.report([f"{rows} rows not written: {type(exc).__name__}: {exc}"])
             if groups:
-                self.source.nack(groups, f"write failed: {exc}")
+                self.source.nack(groups, f"write failed: {type(exc).__name__}: {exc}")
             return
         self.summary.written += rows
         for hook in self.after_write:
-            self.summary.problems.extend(hook(chunks))
+            try:
+                problems = hook(chunks)
+            except Exception as exc:
+                problems = [f"after-write hook failed: {type(exc).__name__}: {exc}"]
+            self.report(problems)
         if groups:
             self.source.ack(groups)
 
