@@ -412,7 +412,11 @@ def check_kubernetes_jobs(
         if job.get("runner") != "kubernetes" or not job.get("kubernetes"):
             continue
         where = job.get("kubernetes")
-        outcome = k8s_job.job_outcome(where["name"], where["namespace"], kubernetes)
+        try:
+            outcome = k8s_job.job_outcome(where["name"], where["namespace"], kubernetes)
+        except Exception as exc:  # the cluster being unreachable must not stop the refresh
+            get_run_logger().error("cannot check Kubernetes Job of %s: %s", job.job_id, exc)
+            continue
         if outcome.state == "failed":
             job = _fail(store, topic, job, S.INFERENCE_FAILED, outcome.reason)
             results.append(_summary(job))

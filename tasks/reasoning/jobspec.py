@@ -21,9 +21,16 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?$"
 PATTERN_HELP = {
     "job_key": "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
     "requested_memory": "must be a Kubernetes quantity such as '2Gi' or '512Mi'",
+    "namespace": "must be a Kubernetes namespace name (lowercase letters, digits, '-')",
+    "service_account": "must be a Kubernetes name (lowercase letters, digits, '-', '.')",
+    "license_secret_name": "must be a Kubernetes name (lowercase letters, digits, '-', '.')",
+    "rdfox_password_secret": "must be a Kubernetes name (lowercase letters, digits, '-', '.')",
 }
 
 Dataset = Annotated[str, Field(pattern=DATASET_PATTERN)]
+# Kubernetes names, checked here so a typo is a jobspec error rather than an API 422.
+DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+DnsName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
 LoaderFormat = Literal["csv", "opencypher", "ntriples", "nquads", "rdfxml", "turtle"]
 RDF_FORMATS = frozenset({"ntriples", "nquads", "rdfxml", "turtle"})
 
@@ -96,12 +103,12 @@ class JobSpec(_Strict):
     publisher_container_image: str | None = None
     rdfox_container_image: str | None = None
     rdfox_init_container_image: str | None = None
-    license_secret_name: str = "rdfox-license"
+    license_secret_name: DnsName = "rdfox-license"
     auto_shutdown: bool = False
-    namespace: str = "ns-rdfox"
-    service_account: str = "rdfox-service-account"
+    namespace: DnsLabel = "ns-rdfox"
+    service_account: DnsName = "rdfox-service-account"
     rdfox_port: int = Field(default=12110, ge=1, le=65535)
-    rdfox_password_secret: str | None = None
+    rdfox_password_secret: DnsName | None = None
     restart_policy: Literal["Never", "OnFailure"] = "Never"
     parallelism: int = Field(default=1, ge=1)
     neptune_configuration: NeptuneConfiguration = Field(default_factory=NeptuneConfiguration)

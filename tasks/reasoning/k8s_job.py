@@ -359,8 +359,9 @@ def job_outcome(name: str, namespace: str, credentials: KubernetesCredentials | 
             if exc.status == 404:
                 return JobOutcome("failed", f"Kubernetes Job {namespace}/{name} no longer exists")
             raise
-        conditions = {c.type: c for c in (job.status.conditions or []) if c.status == "True"}
-        if "Complete" in conditions or (job.status.succeeded or 0) > 0:
+        status = job.status or client.V1JobStatus()  # a brand-new Job has none yet
+        conditions = {c.type: c for c in (status.conditions or []) if c.status == "True"}
+        if "Complete" in conditions or (status.succeeded or 0) > 0:
             return JobOutcome("succeeded")
         failed = conditions.get("Failed")
         if failed is None:
@@ -377,10 +378,10 @@ def job_outcome(name: str, namespace: str, credentials: KubernetesCredentials | 
                 *(pod.status.init_container_statuses or []),
                 *(pod.status.container_statuses or []),
             ]
-            for status in statuses:
-                term = status.state.terminated if status.state else None
+            for container in statuses:
+                term = container.state.terminated if container.state else None
                 if term is not None and term.exit_code != 0:
-                    detail = f"pod {pod.metadata.name}: container {status.name} terminated: "
+                    detail = f"pod {pod.metadata.name}: container {container.name} terminated: "
                     detail += f"{term.reason or 'Error'} (exit code {term.exit_code})"
                     if term.message:
                         detail += f": {term.message.strip()[:300]}"
