@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from blocks.dynamodb import DynamoDBTable
 
 DELIMITER = "_"
+MAX_ID_ATTEMPTS = 50
 COUNTER_PREFIX = "#counter#"
 STATUS_ATTRIBUTE = "status"
 INDEX_SORT_ATTRIBUTE = "updated_at"
@@ -179,6 +180,7 @@ class JobStore:
         self.sk = table.sort_key
         self.index = table.index_name or DEFAULT_INDEX
         self.clock = clock
+        self.collisions = 0
         self._ser = TypeSerializer()
         self._de = TypeDeserializer()
 
@@ -237,7 +239,19 @@ class JobStore:
     def create(self, dataset: str, **attrs: Any) -> Job:
         """A new job in CREATED with a freshly allocated id (UTC date)."""
         now = self.clock()
-        sort_key = self.allocate_sort_key(dataset, now[:10])
+        for _attempt in range(MAX_ID_ATTEMPTS):
+            sort_key = self.allocate_sort_key(dataset, now[:10])
+            try:
+                return self._put_new(dataset, sort_key, now, attrs)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                # Only if the counter handed out a taken number (DynamoDB's ADD is atomic,
+                # but an emulator's or a restored counter may not be): take the next one.
+                self.collisions += 1
+        raise RuntimeError(f"no free job id for {dataset} after {MAX_ID_ATTEMPTS} attempts")
+
+    def _put_new(self, dataset: str, sort_key: str, now: str, attrs: dict[str, Any]) -> Job:
         job = Job(dataset, sort_key, S.CREATED, 1)
         item = {
             self.pk: dataset,
@@ -250,7 +264,7 @@ class JobStore:
             "history": [{"status": str(S.CREATED), "at": now}],
             **{k: v for k, v in attrs.items() if v is not None},
         }
-        # The counter makes collisions impossible; the condition makes that a checked fact.
+        # Never overwrite a job, whatever the counter said.
         self.client.put_item(
             TableName=self.table.table_name,
             Item=self._serialize(item),
