@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 import uuid
@@ -47,6 +48,18 @@ HEAD_FIELDS = (
     "height",
 )
 TAIL_FIELDS = ("batch_size", "latency_ms", "error")
+
+
+_ids = random.Random()  # seeded from os.urandom once; ids need uniqueness, not secrecy
+
+
+def new_request_id() -> str:
+    """A random 128-bit hex id without a system call per request.
+
+    ``uuid4()`` reads ``os.urandom``, which releases the GIL; on the event loop,
+    getting it back behind busy decode threads cost ~0.3 ms per request.
+    """
+    return f"{_ids.getrandbits(128):032x}"
 
 
 def utc_now() -> str:
@@ -232,7 +245,7 @@ class RequestLogMiddleware:
             return
         client = scope.get("client")
         context = RequestContext(
-            request_id=uuid.uuid4().hex,
+            request_id=new_request_id(),
             date=utc_now(),
             method=scope["method"],
             path=scope["path"],

@@ -71,7 +71,11 @@ class ApiSettings(BaseSettings):
     predictor: str = Field(default="predictors.digits:DigitsClassifier")
     predictor_options: dict[str, Any] = Field(default_factory=dict)
     torch_threads: int = Field(
-        default=0, ge=0, description="Threads per forward pass; 0 keeps torch's default."
+        default=1,
+        ge=0,
+        description="Threads per forward pass (0: torch's default, one per core). The event "
+        "loop and decoders need cores too, and intra-op threads that must all be scheduled "
+        "at once stall badly on busy cores; raise it for big models on many cores.",
     )
     micro_batch_size: int = Field(
         default=32, ge=1, description="Most records per forward pass; 1 turns batching off."

@@ -5,8 +5,8 @@
 
 Starts ``python -m api`` itself (a temporary users file, the request log on, as
 in production) once with micro-batching on and once with it off (batch size 1),
-and drives it with N concurrent httpx clients that each send one shipped digit
-PNG at a time. In the same run it measures the bare model loop: decode +
+and drives it with N concurrent keep-alive connections that each send one
+shipped digit PNG at a time. In the same run it measures the bare model loop: decode +
 preprocess + forward pass of one image at a time (what one request costs
 without HTTP), and the same with 32 images per pass (the micro-batching
 ceiling). The clients run on the same machine as the server and take CPU from
@@ -92,7 +92,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, root: Path, batch_size: int, wait_ms: float) -> None:
+    def __init__(self, root: Path, batch_size: int, wait_ms: float, threads: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         users = root / "users"
@@ -105,6 +105,7 @@ class Server:
             "INFERGRAPH_API_PORT": str(self.port),
             "INFERGRAPH_API_MICRO_BATCH_SIZE": str(batch_size),
             "INFERGRAPH_API_MICRO_BATCH_WAIT_MS": str(wait_ms),
+            "INFERGRAPH_API_TORCH_THREADS": str(threads),
             "INFERGRAPH_API_REQUEST_LOG": str(root / f"requests-{batch_size}.jsonl"),
         }
         self.log = open(root / f"server-{batch_size}.log", "wb")  # noqa: SIM115
@@ -145,35 +146,69 @@ class Server:
         self.log.close()
 
 
-async def drive(server: Server, images: list[tuple[str, bytes]], clients: int, duration: float):
-    """``clients`` concurrent loops of one request at a time for ``duration`` seconds."""
+def encode_requests(server: Server, images: list[tuple[str, bytes]]) -> list[bytes]:
+    """Every request as ready-to-send HTTP/1.1 bytes, so the client spends no CPU building them."""
+    host = server.url.removeprefix("http://")
+    encoded = []
+    for name, data in images:
+        boundary = secrets.token_hex(16)
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                f'filename="{name}"\r\nContent-Type: image/png\r\n\r\n'
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        head = (
+            f"POST /predict HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {server.token}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        encoded.append(head + body)
+    return encoded
+
+
+async def drive(server: Server, requests: list[bytes], clients: int, duration: float):
+    """``clients`` keep-alive connections, each sending one request at a time.
+
+    A minimal HTTP/1.1 client on asyncio streams: a general-purpose client
+    (httpx) costs milliseconds of CPU per request on the same two cores as the
+    server and would measure itself instead of the server.
+    """
     latencies: list[float] = []
     errors = 0
-    headers = {"Authorization": f"Bearer {server.token}"}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+    host, port = server.url.removeprefix("http://").split(":")
 
-        async def loop(offset: int, until: float, record: bool) -> None:
-            nonlocal errors
-            i = offset
+    async def loop(offset: int, until: float, record: bool) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        i = offset
+        try:
             while time.perf_counter() < until:
-                name, data = images[i % len(images)]
-                i += clients
                 t0 = time.perf_counter()
-                response = await client.post(
-                    "/predict", files={"file": (name, data)}, headers=headers
-                )
+                writer.write(requests[i % len(requests)])
+                i += clients
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
                 if record:
                     latencies.append((time.perf_counter() - t0) * 1000)
-                    errors += response.status_code != 200
+                    errors += not head.startswith(b"HTTP/1.1 200")
+        finally:
+            writer.close()
 
-        warm = time.perf_counter() + min(1.0, duration / 4)
-        await asyncio.gather(*(loop(c, warm, False) for c in range(clients)))
-        before = server.health()["micro_batching"]
-        started = time.perf_counter()
-        await asyncio.gather(*(loop(c, started + duration, True) for c in range(clients)))
-        elapsed = time.perf_counter() - started
-        after = server.health()["micro_batching"]
+    warm = time.perf_counter() + min(1.0, duration / 4)
+    await asyncio.gather(*(loop(c, warm, False) for c in range(clients)))
+    before = server.health()["micro_batching"]
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(c, started + duration, True) for c in range(clients)))
+    elapsed = time.perf_counter() - started
+    after = server.health()["micro_batching"]
     passes = after["forward_passes"] - before["forward_passes"]
     records = after["records"] - before["records"]
     return {
@@ -192,8 +227,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--wait-ms", type=float, default=5.0, help="micro-batch max wait")
+    parser.add_argument(
+        "--torch-threads", type=int, default=1, help="for the server and the bare loop alike"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "out" / "api.json")
     args = parser.parse_args()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
 
     files = sorted(SAMPLES.glob("*.png"))
     images = [(p.name, p.read_bytes()) for p in files]
@@ -204,6 +246,8 @@ def main() -> int:
             "load_avg_start": os.getloadavg(),
         },
         "duration_s": args.duration,
+        "torch_threads": args.torch_threads,
+        "micro_batch_wait_ms": args.wait_ms,
         "bare": {
             "batch_1": bare_loop([d for _, d in images], args.duration, 1),
             "batch_32": bare_loop([d for _, d in images], args.duration, 32),
@@ -215,10 +259,11 @@ def main() -> int:
         for mode, (size, wait) in modes.items():
             root = Path(tmp) / mode
             root.mkdir()
-            server = Server(root, size, wait)
+            server = Server(root, size, wait, args.torch_threads)
             try:
+                requests = encode_requests(server, images)
                 results["api"][mode] = [
-                    asyncio.run(drive(server, images, n, args.duration)) for n in CLIENTS
+                    asyncio.run(drive(server, requests, n, args.duration)) for n in CLIENTS
                 ]
                 results["api"][mode + "_log"] = server.health()["request_log"]
             finally:
