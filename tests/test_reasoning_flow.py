@@ -211,3 +211,36 @@ def test_log_key_that_is_not_a_log_is_refused(env):
         process_inference(
             OUTPUT, "transactions/x/data/out.nt", **_flows(env), graph_store=env.graph
         )
+
+
+def test_one_run_chain_and_a_jobspec_that_redirects_the_load(env):
+    """process_after_local_run chains the flows without an S3 trigger; a jobspec naming
+    another cluster than the deployment's is refused as an invalid load request."""
+    write_example(f"s3://{INPUT}/small/", triples=1000, seed=3, credentials=env.credentials)
+    env.put_jobspec("jobs/a.rdfoxjob.json", jobspec("small"))
+    result = schedule_reasoning_job(
+        INPUT,
+        "jobs/a.rdfoxjob.json",
+        **_flows(env),
+        aws_credentials=env.credentials,
+        process_after_local_run=True,
+        graph_store=env.graph,
+    )
+    assert result["status"] == "NEPTUNE_LOAD_IN_PROGRESS" and result["load_id"]
+
+    other = {"cluster_endpoint": "https://other.cluster.neptune.amazonaws.com:8182"}
+    env.put_jobspec("jobs/b.rdfoxjob.json", jobspec("small", neptune_configuration=other))
+    result = schedule_reasoning_job(
+        INPUT,
+        "jobs/b.rdfoxjob.json",
+        **_flows(env),
+        aws_credentials=env.credentials,
+        process_after_local_run=True,
+        graph_store=env.graph,
+    )
+    assert result["status"] == "ERROR_NOTIFICATION_SENT"
+    assert "asks for cluster 'https://other.cluster" in result["reason"]
+    job = env.store.get_by_id(result["job_id"], "small")
+    assert job.get("outcome") == "NEPTUNE_LOAD_FAILED_INVALID_REQUEST"
+    (notice,) = env.notices()
+    assert notice["Subject"].endswith(" - NEPTUNE_LOAD_FAILED_INVALID_REQUEST")
