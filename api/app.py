@@ -303,6 +303,8 @@ def _warm_up(predictor: Predictor) -> None:
 
 
 def _open_request_log(settings: ApiSettings, predictor: Predictor) -> RequestLog:
+    import tasks.aws_schemes  # noqa: F401  (registers the dynamodb://, s3://, sqs:// sinks)
+
     started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     credentials = None
     if settings.aws_credentials:

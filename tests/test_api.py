@@ -648,21 +648,32 @@ def test_health_and_docs(api: Api) -> None:
 # ---------------------------------------------------------------- users from a Secret block
 
 
-def test_secret_block_users_and_log_flushed_on_shutdown(
-    prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_secret_block_users_dynamodb_log_and_flush_on_shutdown(
+    prefect_server: None, aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Users from a Prefect Secret block; rows still queued at shutdown are written."""
+    """Users from a Prefect Secret block, the request log in DynamoDB (moto) and a local
+    file; rows still queued at shutdown are written before the server exits."""
     from prefect.settings import PREFECT_API_URL
 
     from api.users import main
+    from blocks.dynamodb import DynamoDBTable
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("dave-password\n"))
     added = main(["add", "dave", "--secret", "api-test-users", "--password-stdin", "--rounds", "4"])
     assert added == 0
+    table = DynamoDBTable(table_name="api-requests", partition_key="log_id", credentials=aws)
+    table.client().create_table(
+        TableName="api-requests",
+        KeySchema=[{"AttributeName": "log_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "log_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    table.save("api-requests", overwrite=True)
     server = start_api(
         tmp_path,
         None,
         INFERGRAPH_API_USERS_SECRET="api-test-users",
+        INFERGRAPH_API_REQUEST_LOG=f"{tmp_path}/log/requests-{{pid}}.jsonl,dynamodb://api-requests",
         INFERGRAPH_API_REQUEST_LOG_FLUSH_SECONDS="600",
         PREFECT_API_URL=str(PREFECT_API_URL.value()),
     )
@@ -684,3 +695,12 @@ def test_secret_block_users_and_log_flushed_on_shutdown(
     rows = server.log_rows()
     assert len(rows) == 22
     assert sum(r["path"] == "/predict" and r["success"] for r in rows) == 20
+    items = table.client().scan(TableName="api-requests")["Items"]
+    assert len(items) == 22
+    by_id = {i["record_id"]["S"]: i for i in items}
+    assert set(by_id) == {r["record_id"] for r in rows}
+    predicted = next(r for r in rows if r["path"] == "/predict")
+    item = by_id[predicted["record_id"]]
+    assert item["username"]["S"] == "dave"
+    assert int(item["class_id"]["N"]) == predicted["class_id"]
+    assert int(item["status_code"]["N"]) == 200
