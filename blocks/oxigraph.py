@@ -13,8 +13,9 @@ class OxigraphStore(Block):
     """Where the local graph store lives: an on-disk pyoxigraph store or an ``oxigraph serve`` URL.
 
     ``path`` keeps the store in-process (one process at a time may hold it open, so flow
-    runs take turns); ``url`` points at ``oxigraph serve --location DIR --bind HOST:PORT``,
-    which several workers can share. ``credentials`` read the S3 prefix being loaded.
+    runs take turns), with Gremlin CSV loads in ``{path}.property-graph.sqlite``; ``url``
+    points at ``oxigraph serve --location DIR --bind HOST:PORT``, which several workers can
+    share (RDF only). ``credentials`` read the S3 prefix being loaded.
     """
 
     _block_type_name = "Oxigraph Store"

@@ -309,7 +309,7 @@ def test_dependencies_and_missing_sources(source, tmp_path):
     denied = loader.status(loader.start(LoadRequest(source="s3://no-such-bucket/x/")))
     assert denied.status == "LOAD_S3_ACCESS_DENIED_ERROR"
     with pytest.raises(LoadRefused, match="needs Neptune"):
-        loader.start(LoadRequest(source="s3://loads/good/data/", format="csv"))
+        loader.start(LoadRequest(source="s3://loads/good/data/", format="opencypher"))
 
 
 @pytest.fixture
@@ -340,3 +340,66 @@ def test_served_store_shares_loads_between_loaders(source, oxigraph_server):
     failed = other.status(other.start(LoadRequest(source="s3://loads/mixed/data/")))
     assert failed.status == "LOAD_FAILED" and failed.overall["parsingErrors"] == 1
     assert other.verify(LoadRequest(source="x"))["count"] == 2
+    with pytest.raises(LoadRefused, match="'csv' here needs Neptune"):
+        other.start(LoadRequest(source="s3://loads/good/data/", format="csv"))
+
+
+# -- property graphs: Gremlin CSV into the local store, counted with gremlinpython ---------------
+
+VERTICES = (
+    b"~id,~label,name:String,age:Int\np1,person,Ada,36\np2,person,Ben,41\np3,person,Chen,29\n"
+)
+EDGES = b"~id,~from,~to,~label,since:Date\ne1,p1,p2,knows,2020-01-01\ne2,p2,p3,knows,2021-06-30\n"
+
+
+def test_gremlin_csv_loads_and_is_counted_with_gremlin(source, tmp_path):
+    s3 = aws_client("s3", source)
+    s3.put_object(Bucket="loads", Key="pg/data/edges.csv", Body=EDGES)  # edges sort first
+    s3.put_object(Bucket="loads", Key="pg/data/vertices.csv", Body=VERTICES)
+    loader = OxigraphLoader(OxigraphStore(path=str(tmp_path / "g"), credentials=source))
+    request = LoadRequest(source="s3://loads/pg/data/", format="csv")
+    status = loader.status(loader.start(request))
+    assert status.status == "LOAD_COMPLETED", status.errors
+    assert status.overall["totalRecords"] == 5 and status.overall["totalDuplicates"] == 0
+    assert loader.verify(request) | {"query": None} == {
+        "what": "vertices and edges in the property graph",
+        "query": None,
+        "count": 5,
+        "vertices": 3,
+        "edges": 2,
+    }
+    graph = loader.property_graph()
+    path = graph.g.V().has("~id", "p1").out("knows").out("knows").values("name").to_list()
+    assert path == ["Chen"]
+    again = loader.status(loader.start(request))
+    assert again.overall["totalDuplicates"] == 5 and loader.verify(request)["count"] == 5
+
+
+def test_bad_gremlin_csv_rows_are_counted_like_neptune(source, tmp_path):
+    s3 = aws_client("s3", source)
+    s3.put_object(
+        Bucket="loads",
+        Key="bad/data/v.csv",
+        Body=b"~id,~label,age:Int\np1,person,old\np2,person,7,extra\np3,person,3\n",
+    )
+    s3.put_object(
+        Bucket="loads", Key="bad/data/e.csv", Body=b"~id,~from,~to,~label\ne1,p3,p9,knows\n"
+    )
+    loader = OxigraphLoader(OxigraphStore(path=str(tmp_path / "g"), credentials=source))
+    strict = LoadRequest(source="s3://loads/bad/data/", format="csv")
+    status = loader.status(loader.start(strict))
+    assert status.status == "LOAD_FAILED"
+    assert (
+        status.overall["parsingErrors"],
+        status.overall["datatypeMismatchErrors"],
+        status.overall["insertErrors"],
+    ) == (1, 1, 1)
+    assert {e["errorCode"] for e in status.errors} == {
+        "PARSING_ERROR",
+        "DATATYPE_MISMATCH",
+        "FROM_OR_TO_VERTEX_ARE_MISSING",
+    }
+    assert loader.verify(strict)["count"] == 0  # nothing inserted
+    lenient = LoadRequest(source="s3://loads/bad/data/", format="csv", fail_on_error=False)
+    assert loader.status(loader.start(lenient)).status == "LOAD_COMPLETED"
+    assert loader.verify(lenient)["vertices"] == 1 and loader.verify(lenient)["edges"] == 0

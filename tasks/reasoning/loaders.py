@@ -338,11 +338,11 @@ class OxigraphLoader:
         return None, None
 
     def start(self, request: LoadRequest) -> str:
-        if request.format not in RDF_FORMATS:
+        if request.format == "opencypher" or (request.format == "csv" and self.block.url):
             raise LoadRefused(
                 "LOAD_FAILED_INVALID_REQUEST",
-                f"the local Oxigraph store loads RDF ({', '.join(sorted(RDF_FORMATS))}); "
-                f"format {request.format!r} needs Neptune",
+                f"the local store loads RDF ({', '.join(sorted(RDF_FORMATS))}) and, when it has a "
+                f"path, Gremlin CSV; format {request.format!r} here needs Neptune",
             )
         load_id = str(uuid.uuid4())
         started = time.time()
@@ -379,8 +379,23 @@ class OxigraphLoader:
         self._save(current, LoadRequest.from_record(self.backend.get_record(load_id)["request"]))
 
     def verify(self, request: LoadRequest) -> dict[str, Any] | None:
+        if request.format == "csv":
+            vertices, edges = self.property_graph().counts()
+            return {
+                "what": "vertices and edges in the property graph",
+                "query": "g.V().count(); g.E().count()",
+                "count": vertices + edges,
+                "vertices": vertices,
+                "edges": edges,
+            }
         query = _count_query(request)
         return {"what": _count_what(request), "query": query, "count": self.backend.count(query)}
+
+    def property_graph(self) -> Any:
+        from tasks.reasoning.property_graph import PropertyGraph
+
+        path = Path(self.block.path or "")
+        return PropertyGraph(path.with_name(path.name + ".property-graph.sqlite"))
 
     # -- the load itself -------------------------------------------------------------------------
 
@@ -414,6 +429,8 @@ class OxigraphLoader:
             )
         with ThreadPoolExecutor(max_workers=8) as pool:
             contents = list(pool.map(lambda uri: (uri, _read(uri, self.block)), files))
+        if request.format == "csv":
+            return self._run_csv(load_id, request, started, contents)
         errors: list[dict[str, Any]] = []
         parsed: list[tuple[str, bytes, int]] = []
         records = 0
@@ -451,6 +468,63 @@ class OxigraphLoader:
         feeds = [{"LOAD_COMPLETED": len(parsed)}]
         if len(parsed) < len(files):
             feeds.append({"LOAD_FAILED": len(files) - len(parsed)})
+        return LoadStatus(load_id, "LOAD_COMPLETED", overall, feeds, errors[:MAX_ERROR_LOGS])
+
+    def _run_csv(
+        self, load_id: str, request: LoadRequest, started: float, contents: list[tuple[str, bytes]]
+    ) -> LoadStatus:
+        """Gremlin CSV: validate every row (edges against known vertices), then insert."""
+        from tasks.reasoning.property_graph import ID, parse_gremlin_csv
+
+        graph = self.property_graph()
+        files = [parse_gremlin_csv(data, uri) for uri, data in contents]
+        errors = [e for f in files for e in f.errors]
+        vertex_ids = {row[ID] for f in files if f.kind == "vertex" for row in f.rows}
+        for f in (f for f in files if f.kind == "edge"):
+            kept = []
+            for row in f.rows:
+                absent = [
+                    v
+                    for v in (row["~from"], row["~to"])
+                    if v not in vertex_ids and not graph.has_vertex(v)
+                ]
+                if absent:
+                    errors.append(
+                        {
+                            "errorCode": "FROM_OR_TO_VERTEX_ARE_MISSING",
+                            "errorMessage": f"edge {row[ID]}: no vertex {', '.join(absent)}",
+                            "fileName": f.uri,
+                            "recordNum": 0,
+                        }
+                    )
+                else:
+                    kept.append(row)
+            f.rows = kept
+        codes = [e["errorCode"] for e in errors]
+        overall = {
+            "fullUri": request.source,
+            "runNumber": 1,
+            "retryNumber": 0,
+            "startTime": int(started),
+            "totalRecords": sum(f.records for f in files),
+            "totalDuplicates": 0,
+            "parsingErrors": codes.count("PARSING_ERROR"),
+            "datatypeMismatchErrors": codes.count("DATATYPE_MISMATCH"),
+            "insertErrors": codes.count("FROM_OR_TO_VERTEX_ARE_MISSING"),
+        }
+        failed_files = {e["fileName"] for e in errors}
+        if errors and request.fail_on_error:
+            overall["totalTimeSpent"] = int(time.time() - started)
+            feeds = [{"LOAD_FAILED": len(failed_files)}]
+            if len(files) > len(failed_files):
+                feeds.append({"LOAD_NOT_STARTED": len(files) - len(failed_files)})
+            return LoadStatus(load_id, "LOAD_FAILED", overall, feeds, errors[:MAX_ERROR_LOGS])
+        _added, duplicates = graph.insert([f for f in files if f.kind])
+        overall["totalDuplicates"] = duplicates
+        overall["totalTimeSpent"] = int(time.time() - started)
+        feeds = [{"LOAD_COMPLETED": len(files) - len(failed_files)}]
+        if failed_files:
+            feeds.append({"LOAD_FAILED": len(failed_files)})
         return LoadStatus(load_id, "LOAD_COMPLETED", overall, feeds, errors[:MAX_ERROR_LOGS])
 
     def _save(self, status: LoadStatus, request: LoadRequest) -> None:
