@@ -140,25 +140,10 @@ def _run(
 
     log("Materializing rules.")
     started = time.perf_counter()
-    rounds = 0
-    while True:
-        rounds += 1
-        if rounds > MAX_ROUNDS:
-            raise LocalRunFailed(
-                f"rules did not reach a fixpoint within {MAX_ROUNDS} rounds "
-                f"({len(store)} facts): check them for unbounded derivations",
-                log.text,
-            )
-        before = len(store)
-        for uri, text in rule_texts:
-            try:
-                store.update(text)
-            except SyntaxError as exc:
-                raise LocalRunFailed(
-                    f"rule file {uri} is not valid SPARQL Update: {exc}", log.text
-                ) from None
-        if len(store) == before:
-            break
+    try:
+        rounds = materialise(store, rule_texts)
+    except (RuntimeError, SyntaxError) as exc:
+        raise LocalRunFailed(str(exc), log.text) from None
     idb = len(store)
     log(f"Materialization time:      {time.perf_counter() - started:.3f} s.")
     log(f"Rules reached a fixpoint after {rounds} rounds.")
@@ -230,6 +215,27 @@ def _run(
     uploaded = _upload(outputs, prefix + "data/", credentials)
     log_uri = upload_log(spec, job_id, log.text, credentials)
     return LocalRunResult(log_uri, uploaded, rounds, log.text, counts)
+
+
+def materialise(store: Any, rules: list[tuple[str, str]], max_rounds: int = MAX_ROUNDS) -> int:
+    """Apply every (name, SPARQL Update) rule in order, round after round, until a round adds
+    nothing; returns the number of rounds. Rules only insert, so the size is the test."""
+    rounds = 0
+    while True:
+        rounds += 1
+        if rounds > max_rounds:
+            raise RuntimeError(
+                f"rules did not reach a fixpoint within {max_rounds} rounds "
+                f"({len(store)} facts): check them for unbounded derivations"
+            )
+        before = len(store)
+        for name, text in rules:
+            try:
+                store.update(text)
+            except SyntaxError as exc:
+                raise SyntaxError(f"rule file {name} is not valid SPARQL Update: {exc}") from None
+        if len(store) == before:
+            return rounds
 
 
 def _rss() -> int:
