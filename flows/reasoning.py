@@ -484,6 +484,9 @@ def send_pending_notices(store: JobStore, topic: SnsTopic, lease: float) -> list
             except TransitionRefused as exc:
                 get_run_logger().info("%s", exc)
                 continue
+            except Exception as exc:  # e.g. SNS down: the claim lapses and a later run retries
+                get_run_logger().error("notice for %s not sent: %s", job.job_id, exc)
+                continue
             if done.status != job.status:
                 sent.append(_summary(done, outcome=job.status))
     return sent

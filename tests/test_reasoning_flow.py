@@ -244,3 +244,18 @@ def test_one_run_chain_and_a_jobspec_that_redirects_the_load(env):
     assert job.get("outcome") == "NEPTUNE_LOAD_FAILED_INVALID_REQUEST"
     (notice,) = env.notices()
     assert notice["Subject"].endswith(" - NEPTUNE_LOAD_FAILED_INVALID_REQUEST")
+
+
+def test_notice_claimed_by_a_crashed_run_is_sent_after_its_lease(env):
+    job = env.store.create("ds", jobspec_uri="s3://x/y")
+    job = env.store.transition(job, JobStatus.SCHEDULE_FAILED, reason="bad jobspec")
+    assert env.store.claim_notice(job, "run-that-crashed", lease_seconds=3600) is not None
+
+    live = refresh_bulk_loads(**_flows(env), graph_store=env.graph, notice_lease_seconds=3600)
+    assert live["notified"] == [] and env.notices(wait=0) == []
+
+    expired = refresh_bulk_loads(**_flows(env), graph_store=env.graph, notice_lease_seconds=0)
+    assert [n["job_id"] for n in expired["notified"]] == [job.job_id]
+    (notice,) = env.notices()
+    assert notice["Subject"].endswith(" - SCHEDULE_FAILED") and "bad jobspec" in notice["Message"]
+    assert env.store.get(job.dataset, job.sort_key).status == JobStatus.ERROR_NOTIFICATION_SENT
