@@ -186,12 +186,13 @@ def apply(
 def block_class(slug: str) -> type[Block]:
     """The block class registered under a type slug (``sqs-queue``, ``aws-credentials``)."""
     import prefect_aws  # noqa: F401  (registers aws-credentials, s3-bucket)
+    from prefect.blocks.core import UnknownBlockType
 
     import blocks  # noqa: F401  (registers infergraph's block types)
 
     try:
         return Block.get_block_class_from_key(slug)
-    except KeyError:
+    except (KeyError, UnknownBlockType):
         raise BlockConfigError(f"[{slug}]: unknown block type slug") from None
 
 

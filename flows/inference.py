@@ -33,6 +33,7 @@ from tasks.requests_table import RequestsTable, ThenRequestsTable
 from tasks.sinks import DEFAULT_SINKS, Sink, open_sink
 from tasks.sns_notices import CompletionNotices
 from tasks.sources import open_source
+from tasks.sqs_source import SqsSource
 
 DEFAULT_PREDICTOR = "predictors.digits:DigitsClassifier"
 
@@ -101,6 +102,10 @@ def inference(
     if tracker:  # a request is marked finished only once every sink has its results
         outputs = [ThenRequestsTable(outputs, tracker)]
     notices = CompletionNotices(topic, credentials, flow_run_id=run_id)
+    claims_on_receive = False
+    if tracker is not None and isinstance(src, SqsSource):
+        src.claim = tracker.claim  # duplicates and finished requests are skipped unprocessed
+        claims_on_receive = True
     try:
         for sink in outputs:
             sink.open()
@@ -112,9 +117,13 @@ def inference(
             batch_size=batch_size,
             max_in_flight=max_in_flight,
             after_write=[notices],
-            before_batch=[tracker.mark_processing] if tracker else [],
+            before_batch=[tracker.mark_processing] if tracker and not claims_on_receive else [],
         )
         summary = pipeline.run()
+        if tracker:
+            pipeline.report(tracker.problems)
+        if isinstance(src, SqsSource) and src.skipped:
+            print(f"skipped {src.skipped} message(s) whose requests were finished or in work")
     finally:
         for sink in outputs:
             sink.close()

@@ -1,16 +1,21 @@
 """The DynamoDB requests table: one item per request, moved through its states.
 
 ``state`` goes ``queued → processing → completed | error``. Every move is a
-conditional update that only applies from ``queued`` or ``processing`` (or to a
-request the table does not know yet), so a late duplicate delivery can never
-move a finished request back. Other attributes of the item (whatever the
-producer stored, e.g. ``collection_id``) are kept.
+conditional update, so a late duplicate delivery can never move a finished
+request back. Other attributes of the item (whatever the producer stored, e.g.
+``collection_id``) are kept.
 
-Attributes written: ``state``, ``attempts`` (incremented each time processing
-starts), ``processed_by`` (the flow run id), ``started_at_timestamp``,
-``updated_at_timestamp`` and, when finished,
-``completed_at_timestamp``, ``result`` (JSON: the result row, or a list of rows
-when several images share a request id) and ``errors`` (list of strings).
+Moving to ``processing`` is also a claim with a lease: a run takes a request
+only if it is new, ``queued``, or ``processing`` under an expired lease (its run
+died). A queue may deliver one message to two consumers (SQS standard queues
+are at-least-once); the second finds the request claimed or finished and leaves
+it alone, so each request is processed once.
+
+Attributes written: ``state``, ``attempts`` (incremented by each claim),
+``processed_by`` (the flow run id), ``lease_until``, ``started_at_timestamp``,
+``updated_at_timestamp`` and, when finished, ``completed_at_timestamp``,
+``result`` (JSON: the result row, or a list of rows when several images share a
+request id) and ``errors`` (list of strings).
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from blocks.dynamodb import DynamoDBTable
@@ -30,15 +36,23 @@ from tasks.dynamodb_items import serialize
 from tasks.logs import run_logger
 from tasks.records import ImageRecord, ResultChunk
 from tasks.sinks import Sink
+from tasks.sqs_source import BUSY, FINISHED, PROCESS
 from tasks.writing import write_chunks
 
 QUEUED, PROCESSING, COMPLETED, ERROR = "queued", "processing", "completed", "error"
-#: A move applies only to a request that is not finished yet.
+#: A request this run may take: new, queued, or held under an expired lease (or by us).
+CLAIM_CONDITION = (
+    "attribute_not_exists(#state) OR #state = :queued OR (#state = :processing AND "
+    "(attribute_not_exists(lease_until) OR lease_until < :now OR processed_by = :run))"
+)
+#: A request that is not finished yet.
 OPEN_CONDITION = "attribute_not_exists(#state) OR #state IN (:queued, :processing)"
+CLAIMED = "claimed"
+_deserializer = TypeDeserializer()
 
 
 class RequestsTable(Sink):
-    """Marks requests ``processing`` as their batch starts and finished when written."""
+    """Claims requests as they are received and finishes them when their results are written."""
 
     def __init__(
         self, table: DynamoDBTable, concurrency: int = 16, run_id: str | None = None
@@ -48,46 +62,106 @@ class RequestsTable(Sink):
         self.concurrency = concurrency
         self.name = f"requests table {table.table_name}"
         self.late_duplicates = 0
+        self.problems: list[str] = []
         self._count_lock = threading.Lock()
         self._log = run_logger(__name__)
 
-    def mark_processing(self, records: Sequence[ImageRecord]) -> list[str]:
-        """Move the batch's requests to ``processing``; problems are reported, not raised.
+    # -- claiming ------------------------------------------------------------------
 
-        The state is bookkeeping: failing to record ``processing`` must not stop
-        the work itself (the final update is a write like any other and does fail).
+    def claim(
+        self, groups: Mapping[str, Sequence[ImageRecord]], lease_seconds: float
+    ) -> dict[str, str]:
+        """Claim every group's requests; per group ``process``, ``finished`` or ``busy``.
+
+        ``finished``: every record is a request that is already completed or in
+        error (a late duplicate). ``busy``: another live run holds one of them (a
+        duplicate delivery); this run's claims in that group are given back. A
+        claim that fails for another reason is reported and the group processed:
+        the state is bookkeeping and must not stop the work.
         """
-        keys = {}
-        for record in records:
-            key = self._key(record.fields)
-            if key is not None:
-                keys[_hashable(key)] = key
-        now = _now()
-        updates = [
-            {
-                "Key": serialize(key),
-                "UpdateExpression": (
-                    "SET #state = :processing, started_at_timestamp = :now, "
-                    "updated_at_timestamp = :now, processed_by = :run ADD attempts :one"
+        keys = {
+            group: {_hashable(k): k for r in records if (k := self._key(r.fields)) is not None}
+            for group, records in groups.items()
+        }
+        unique = {h: k for group_keys in keys.values() for h, k in group_keys.items()}
+        claimed = self._each(self._claim_one, unique.values(), lease_seconds)
+        outcomes = dict(zip(unique, claimed, strict=True))
+        decisions: dict[str, str] = {}
+        for group, records in groups.items():
+            states = [outcomes[h] for h in keys[group]]
+            if BUSY in states:
+                mine = [keys[group][h] for h in keys[group] if outcomes[h] == CLAIMED]
+                self._each(self._release_one, mine)
+                decisions[group] = BUSY
+            elif states and set(states) == {FINISHED} and all(self._key(r.fields) for r in records):
+                decisions[group] = FINISHED
+            else:
+                decisions[group] = PROCESS
+        return decisions
+
+    def mark_processing(self, records: Sequence[ImageRecord]) -> list[str]:
+        """Claim a batch's requests without deciding anything (sources that do not redeliver)."""
+        before = len(self.problems)
+        self.claim({"batch": records}, lease_seconds=0)
+        return self.problems[before:]
+
+    def _claim_one(self, key: dict[str, Any], lease_seconds: float) -> str:
+        now = time.time()
+        try:
+            self.table.client().update_item(
+                TableName=self.table.table_name,
+                Key=serialize(key),
+                UpdateExpression=(
+                    "SET #state = :processing, processed_by = :run, lease_until = :lease, "
+                    "started_at_timestamp = :now, updated_at_timestamp = :now ADD attempts :one"
                 ),
-                "ConditionExpression": OPEN_CONDITION,
-                "ExpressionAttributeNames": {"#state": "state"},
-                "ExpressionAttributeValues": serialize(
+                ConditionExpression=CLAIM_CONDITION,
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=serialize(
                     {
                         ":queued": QUEUED,
                         ":processing": PROCESSING,
-                        ":now": now,
-                        ":one": 1,
+                        ":now": _stamp(now),
+                        ":lease": _stamp(now + lease_seconds),
                         ":run": self.run_id,
+                        ":one": 1,
                     }
                 ),
-            }
-            for key in keys.values()
-        ]
-        errors = [str(e) for e in self._apply(updates) if e is not None]
-        if errors:
-            return [f"{self.name}: {len(errors)} request(s) not marked processing: {errors[0]}"]
-        return []
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                self._problem(f"{self.name}: cannot claim {key}: {_describe(exc)}")
+                return PROCESS
+            old = {k: _deserializer.deserialize(v) for k, v in exc.response.get("Item", {}).items()}
+            if old.get("state") in (COMPLETED, ERROR):
+                return FINISHED
+            return BUSY
+        return CLAIMED
+
+    def _release_one(self, key: dict[str, Any]) -> None:
+        """Give back a claim this run made for a group it will not process."""
+        try:
+            self.table.client().update_item(
+                TableName=self.table.table_name,
+                Key=serialize(key),
+                UpdateExpression="SET #state = :queued REMOVE lease_until ADD attempts :minus",
+                ConditionExpression="#state = :processing AND processed_by = :run",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=serialize(
+                    {
+                        ":queued": QUEUED,
+                        ":processing": PROCESSING,
+                        ":run": self.run_id,
+                        ":minus": -1,
+                    }
+                ),
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                self._problem(f"{self.name}: cannot release {key}: {_describe(exc)}")
+
+    # -- finishing -----------------------------------------------------------------
 
     def write(self, chunk: ResultChunk) -> None:
         """Finish every request of the chunk; any failure but a late duplicate raises."""
@@ -96,68 +170,70 @@ class RequestsTable(Sink):
             key = self._key(row)
             if key is not None:
                 requests.setdefault(_hashable(key), (key, []))[1].append(row)
-        now = _now()
-        updates = []
-        for key, rows in requests.values():
-            errors = [str(r.get("error")) for r in rows if r.get("status") != "ok"]
-            result = rows[0] if len(rows) == 1 else rows
-            updates.append(
-                {
-                    "Key": serialize(key),
-                    "UpdateExpression": (
-                        "SET #state = :state, #result = :result, #errors = :errors, "
-                        "completed_at_timestamp = :now, updated_at_timestamp = :now"
-                    ),
-                    "ConditionExpression": OPEN_CONDITION,
-                    "ExpressionAttributeNames": {
-                        "#state": "state",
-                        "#result": "result",
-                        "#errors": "errors",
-                    },
-                    "ExpressionAttributeValues": serialize(
-                        {
-                            ":state": ERROR if errors else COMPLETED,
-                            ":result": json.dumps(result, default=str),
-                            ":errors": errors,
-                            ":now": now,
-                            ":queued": QUEUED,
-                            ":processing": PROCESSING,
-                        }
-                    ),
-                }
-            )
-        failures = [e for e in self._apply(updates) if e is not None]
+        failures = [e for e in self._each(self._finish_one, requests.values()) if e is not None]
         if failures:
             raise failures[0]
 
-    def _apply(self, updates: list[dict[str, Any]]) -> list[Exception | None]:
-        """Run the updates concurrently; a failed condition (already finished) is not an error."""
-        client = self.table.client()
-
-        def update(params: dict[str, Any]) -> Exception | None:
-            try:
-                client.update_item(TableName=self.table.table_name, **params)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                    with self._count_lock:
-                        self.late_duplicates += 1
-                    self._log.info("%s: %s is already finished", self.name, params["Key"])
-                    return None
+    def _finish_one(self, request: tuple[dict[str, Any], list[dict[str, Any]]]) -> Exception | None:
+        key, rows = request
+        errors = [str(r.get("error")) for r in rows if r.get("status") != "ok"]
+        try:
+            self.table.client().update_item(
+                TableName=self.table.table_name,
+                Key=serialize(key),
+                UpdateExpression=(
+                    "SET #state = :state, #result = :result, #errors = :errors, "
+                    "completed_at_timestamp = :now, updated_at_timestamp = :now "
+                    "REMOVE lease_until"
+                ),
+                ConditionExpression=OPEN_CONDITION,
+                ExpressionAttributeNames={
+                    "#state": "state",
+                    "#result": "result",
+                    "#errors": "errors",
+                },
+                ExpressionAttributeValues=serialize(
+                    {
+                        ":state": ERROR if errors else COMPLETED,
+                        ":result": json.dumps(rows[0] if len(rows) == 1 else rows, default=str),
+                        ":errors": errors,
+                        ":now": _stamp(time.time()),
+                        ":queued": QUEUED,
+                        ":processing": PROCESSING,
+                    }
+                ),
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
                 return exc
-            return None
+            with self._count_lock:
+                self.late_duplicates += 1
+            self._log.info("%s: %s was already finished; left as it is", self.name, key)
+        return None
 
-        if len(updates) <= 1:
-            return [update(u) for u in updates]
-        with ThreadPoolExecutor(min(self.concurrency, len(updates))) as pool:
-            return list(pool.map(update, updates))
+    # -- helpers -------------------------------------------------------------------
 
-    def _key(self, fields: dict[str, Any]) -> dict[str, Any] | None:
+    def _each(self, fn: Any, items: Any, *args: Any) -> list[Any]:
+        """``fn(item, *args)`` for every item, concurrently, results in order."""
+        items = list(items)
+        if len(items) <= 1:
+            return [fn(i, *args) for i in items]
+        with ThreadPoolExecutor(min(self.concurrency, len(items))) as pool:
+            return list(pool.map(lambda i: fn(i, *args), items))
+
+    def _key(self, fields: Mapping[str, Any]) -> dict[str, Any] | None:
         """The request's key, or None for a record that is not a tracked request."""
         try:
-            key = self.table.key_of(fields)
+            key = self.table.key_of(dict(fields))
         except KeyError:
             return None
         return None if any(v in (None, "") for v in key.values()) else key
+
+    def _problem(self, text: str) -> None:
+        self._log.warning(text)
+        with self._count_lock:
+            if len(self.problems) < 100:
+                self.problems.append(text)
 
 
 class ThenRequestsTable(Sink):
@@ -190,5 +266,13 @@ def _hashable(key: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(sorted((k, str(v)) for k, v in key.items()))
 
 
-def _now() -> Decimal:
-    return Decimal(f"{time.time():.3f}")
+def _stamp(seconds: float) -> Decimal:
+    return Decimal(f"{seconds:.3f}")
+
+
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def _describe(exc: ClientError) -> str:
+    return f"{_code(exc) or 'error'}: {exc.response.get('Error', {}).get('Message') or exc}"

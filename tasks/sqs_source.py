@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,9 @@ OPTIONS = {
     "idle_polls": "stop after this many empty long polls in a row; 0 never stops (default 1)",
     "message_limit": "stop after receiving this many messages",
 }
+#: What a claim decides for a received message (see ``SqsSource.claim``).
+PROCESS, FINISHED, BUSY = "process", "finished", "busy"
+Claim = Callable[[Mapping[str, Sequence[ImageRecord]], float], dict[str, str]]
 #: Seconds kept in hand below SQS's 12-hour visibility limit.
 LIMIT_MARGIN = 60
 MAX_PROBLEMS = 200
@@ -56,7 +59,15 @@ class _InFlight:
 
 
 class SqsSource(Source):
-    """Receives messages by long polling and turns each into records of one group."""
+    """Receives messages by long polling and turns each into records of one group.
+
+    ``claim``, when set (the flow sets it to the requests table's), is asked about
+    every received message before its records are handed out, with the
+    visibility timeout as the lease: ``process`` it; ``finished`` (a late
+    duplicate of requests already done: the message is deleted unprocessed); or
+    ``busy`` (another run holds its requests: the copy is left alone, hidden,
+    and that run deletes the message).
+    """
 
     def __init__(
         self,
@@ -76,6 +87,8 @@ class SqsSource(Source):
         self.description = f"sqs://{name or queue.queue_name}"
         self.problems: list[str] = []
         self.received = 0
+        self.skipped = 0
+        self.claim: Claim | None = None
         self._client = queue.client()
         self._log = run_logger(__name__)
         self._lock = threading.Lock()
@@ -150,12 +163,29 @@ class SqsSource(Source):
         if not messages:
             return None
         self.received += len(messages)
+        accepted = {m["MessageId"]: got for m in messages if (got := self._accept(m))}
+        decisions = {}
+        if self.claim is not None and accepted:
+            groups = {mid: records for mid, (_, records) in accepted.items()}
+            decisions = self.claim(groups, self.queue.visibility_timeout)
         records: list[ImageRecord] = []
-        for message in messages:
-            records.extend(self._accept(message))
+        for mid, (entry, group) in accepted.items():
+            decision = decisions.get(mid, PROCESS)
+            if decision == PROCESS:
+                with self._lock:
+                    self._inflight[mid] = entry
+                records.extend(group)
+                continue
+            self.skipped += 1
+            if decision == FINISHED:
+                self._log.info("message %s: its requests are already finished; deleting it", mid)
+                self._delete(mid, entry.handle)
+            else:
+                self._log.info("message %s: another run is processing its requests", mid)
         return records
 
-    def _accept(self, message: dict[str, Any]) -> list[ImageRecord]:
+    def _accept(self, message: dict[str, Any]) -> tuple[_InFlight, list[ImageRecord]] | None:
+        """The message's records and lease, or None if it was handled here already."""
         mid = message["MessageId"]
         attributes = message.get("Attributes", {})
         now = time.monotonic()
@@ -176,20 +206,18 @@ class SqsSource(Source):
                     entry.visible_until,
                     False,
                 )
-                return []
+                return None
         try:
             parsed = parse_body(message.get("Body", ""), self.image_keys, self.suffixes)
         except MalformedMessage as exc:
             self._set_aside(message, str(exc))
-            return []
+            return None
         if not parsed.requests:
             self._log.info("message %s: %s; deleting it", mid, parsed.ignored)
             self._delete(mid, entry.handle)
-            return []
-        with self._lock:
-            self._inflight[mid] = entry
+            return None
         size = len(parsed.requests)
-        return [
+        return entry, [
             ImageRecord(
                 uri=r.uri,
                 fields=r.fields,
