@@ -464,11 +464,14 @@ def open_sqs(spec: str, options: dict[str, Any]) -> SqsSource:
     parsed = parse_spec(spec, "source", OPTIONS)
     if not parsed.target or "/" in parsed.target:
         raise parsed.error("expected sqs://<name of an SqsQueue block>")
+    image_keys = parsed.strings("image_keys", DEFAULT_IMAGE_KEYS)
+    if not image_keys:
+        raise parsed.error("image_keys= names no key")
     queue = resolve_block(parsed.target, SqsQueue)
     return SqsSource(
         queue,
         name=parsed.target,
-        image_keys=parsed.strings("image_keys", DEFAULT_IMAGE_KEYS),
+        image_keys=image_keys,
         suffixes=parsed.strings("suffixes", IMAGE_SUFFIXES),
         idle_polls=parsed.integer("idle_polls", 1) or 0,
         message_limit=parsed.integer("message_limit", None, minimum=1),
