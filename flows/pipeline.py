@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prefect.futures import PrefectFuture
+from prefect.utilities.annotations import quote
 
 from predictors.base import RecordError
 from predictors.loading import PredictorSpec, resolve_predictor_class
@@ -179,7 +180,9 @@ class BatchPipeline:
                 self._hidden_problems += 1
 
     def _submit_batch(self, records: list[ImageRecord]) -> None:
-        future = infer_batch.submit(records, self._batch_index, self.predictor, self.fetch)
+        # quote(): Prefect would otherwise walk every record (and, for writes, every
+        # result row) looking for futures: a large share of the run's CPU.
+        future = infer_batch.submit(quote(records), self._batch_index, self.predictor, self.fetch)
         self._batch_index += 1
         self._infers[future] = records
         future.add_done_callback(lambda f: self._events.put(("infer", f)))
@@ -203,7 +206,7 @@ class BatchPipeline:
             self._submit_write(chunks)
 
     def _submit_write(self, chunks: list[ResultChunk]) -> None:
-        write = write_results.submit(self.sinks, chunks)
+        write = write_results.submit(self.sinks, quote(chunks))
         self._writes[write] = chunks
         write.add_done_callback(lambda f: self._events.put(("write", f)))
 

@@ -65,6 +65,11 @@ def serialize(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _serializer.serialize(to_dynamo(v)) for k, v in item.items()}
 
 
+def serialize_typed(item: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`serialize` for an item whose values already went through :func:`to_dynamo`."""
+    return {k: _serializer.serialize(v) for k, v in item.items()}
+
+
 def result_id(record_id: str, index: int = 0) -> str:
     """A short, stable id for the ``index``-th result item of a record."""
     return hashlib.sha256(f"{record_id}\x00{index}".encode()).hexdigest()[:32]
@@ -72,7 +77,7 @@ def result_id(record_id: str, index: int = 0) -> str:
 
 def item_bytes(item: Mapping[str, Any]) -> int:
     """An upper estimate of the item's stored size."""
-    return len(json.dumps(to_dynamo(dict(item)), default=str).encode())
+    return len(json.dumps(item, default=str).encode())
 
 
 def explode(

@@ -27,7 +27,8 @@ from tasks.dynamodb_items import (
     flatten,
     item_bytes,
     result_id,
-    serialize,
+    serialize_typed,
+    to_dynamo,
 )
 from tasks.records import ResultChunk
 from tasks.sinks import Sink, SinkError
@@ -105,13 +106,14 @@ class DynamoDBResultsSink(Sink):
     def write(self, chunk: ResultChunk) -> None:
         requests = []
         for item in self.items(chunk):
+            item = to_dynamo(item)
             size = item_bytes(item)
             if size > MAX_ITEM_BYTES:
                 raise SinkError(
                     f"{self.name}: the result of {item.get('record_id')!r} is about "
                     f"{size:,} bytes, over DynamoDB's 400 KB item limit"
                 )
-            requests.append({"PutRequest": {"Item": serialize(item)}})
+            requests.append({"PutRequest": {"Item": serialize_typed(item)}})
         batches = [requests[i : i + BATCH_LIMIT] for i in range(0, len(requests), BATCH_LIMIT)]
         client = self.table.client()
 
