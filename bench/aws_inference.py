@@ -1,0 +1,361 @@
+"""Benchmark: S3 → model → DynamoDB through the flow, against its two ceilings.
+
+    python bench/aws_inference.py            # 4,000 images (~3 min on 2 cores)
+    python bench/aws_inference.py --quick    # 1,000 images, a smoke test
+
+Starts two moto servers on 127.0.0.1 (one for S3, one for DynamoDB, over real
+HTTP: in AWS they are separate services, and one emulator process would make
+DynamoDB writes compete with S3 GETs for a single interpreter lock) and a
+temporary Prefect server, uploads N digit PNGs under ``s3://bench/digits/``,
+then measures, each in a fresh subprocess:
+
+- raw S3 GET: every object fetched with the same concurrency the flow may use
+  (``download_concurrency`` × ``max_in_flight`` threads), bodies discarded;
+- bare model: the same N images, already in memory, decoded, preprocessed and
+  predicted batch by batch in one thread (no Prefect, no I/O);
+- flow: ``inference(source="s3://bench/digits/", sinks=["dynamodb://…"])``,
+  listing, downloading, predicting and writing one item per image.
+
+The target is flow ≥ 0.8 × min(raw GET rate, bare model rate). Prints a table
+and writes JSON (``bench/out/aws_inference.json``), including the machine's
+load average, since the CPU may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(REPO)]
+
+BUCKET, PREFIX, TABLE = "bench", "digits/", "bench-results"
+DIGITS = "predictors.digits:DigitsClassifier"
+TARGET = 0.8
+
+
+def credentials(endpoint: str) -> Any:
+    from prefect_aws import AwsCredentials
+
+    return AwsCredentials(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        aws_client_parameters={"endpoint_url": endpoint},
+    )
+
+
+def keys(count: int) -> list[str]:
+    return [f"{PREFIX}img_{i:06d}.png" for i in range(count)]
+
+
+def setup(endpoint: str, dynamodb_endpoint: str, count: int) -> None:
+    """The bucket with ``count`` images (cycling over the samples) and the results table."""
+    from blocks import config as block_config
+    from blocks.aws import aws_client
+    from blocks.local_aws import Table, create_table
+    from predictors.digits import SAMPLES
+
+    creds = credentials(endpoint)
+    s3 = aws_client("s3", creds)
+    s3.create_bucket(Bucket=BUCKET)
+    sources = [p.read_bytes() for p in sorted(SAMPLES.glob("*.png"))]
+    with ThreadPoolExecutor(32) as pool:
+        list(
+            pool.map(
+                lambda ik: s3.put_object(
+                    Bucket=BUCKET, Key=ik[1], Body=sources[ik[0] % len(sources)]
+                ),
+                enumerate(keys(count)),
+            )
+        )
+    create_table(aws_client("dynamodb", credentials(dynamodb_endpoint)), Table(TABLE, "result_id"))
+
+    def moto_credentials(url: str) -> dict[str, Any]:
+        return {
+            "region_name": "us-east-1",
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+            "aws_client_parameters": {"endpoint_url": url},
+        }
+
+    block_config.apply(
+        {
+            "aws-credentials": {
+                "bench-moto": moto_credentials(endpoint),
+                "bench-moto-dynamodb": moto_credentials(dynamodb_endpoint),
+            },
+            "dynamodb-table": {
+                TABLE: {
+                    "table_name": TABLE,
+                    "partition_key": "result_id",
+                    "credentials": "bench-moto-dynamodb",
+                }
+            },
+        }
+    )
+
+
+# Child modes: each prints one JSON line with its measurements.
+
+
+def child_raw_get(endpoint: str, count: int, threads: int) -> dict[str, Any]:
+    from blocks.aws import aws_client
+
+    s3 = aws_client("s3", credentials(endpoint))
+    names = keys(count)
+    s3.get_object(Bucket=BUCKET, Key=names[0])["Body"].read()  # connection warm-up
+    cpu, started = time.process_time(), time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        sizes = list(
+            pool.map(lambda k: len(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()), names)
+        )
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "images": len(sizes),
+        "wall_seconds": wall,
+        "images_per_second": len(sizes) / wall,
+        "cpu_seconds": cpu,
+    }
+
+
+def child_bare_model(endpoint: str, count: int, batch_size: int) -> dict[str, Any]:
+    """Decode, preprocess and predict in-memory images batch by batch: the model's ceiling."""
+    import torch
+
+    from predictors.base import RecordMeta
+    from predictors.digits import SAMPLES
+    from predictors.loading import PredictorSpec, get_predictor
+    from tasks.decode import decode_image
+
+    predictor = get_predictor(PredictorSpec(path=DIGITS))
+    sources = [p.read_bytes() for p in sorted(SAMPLES.glob("*.png"))]
+    data = [sources[i % len(sources)] for i in range(count)]
+    cpu, started = time.process_time(), time.perf_counter()
+    done = 0
+    for start in range(0, count, batch_size):
+        chunk = data[start : start + batch_size]
+        metas = [RecordMeta(str(start + i), "") for i in range(len(chunk))]
+        inputs = [
+            predictor.preprocess_input(decode_image(b, m.record_id), m)
+            for b, m in zip(chunk, metas, strict=True)
+        ]
+        with torch.inference_mode():
+            outputs = predictor.split(
+                predictor.predict(predictor.collate(inputs), metas), len(chunk)
+            )
+        done += len(
+            [predictor.postprocess_output(o, m) for o, m in zip(outputs, metas, strict=True)]
+        )
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "images": done,
+        "wall_seconds": wall,
+        "images_per_second": done / wall,
+        "cpu_seconds": cpu,
+    }
+
+
+def child_flow(endpoint: str, count: int, batch_size: int, in_flight: int, downloads: int) -> dict:
+    from prefect_aws import AwsCredentials
+
+    from blocks.aws import aws_client
+    from flows.inference import inference
+
+    cpu, started = time.process_time(), time.perf_counter()
+    summary = inference(
+        source=f"s3://{BUCKET}/{PREFIX}",
+        sinks=[f"dynamodb://{TABLE}"],
+        aws_credentials="bench-moto",
+        batch_size=batch_size,
+        max_in_flight=in_flight,
+        download_concurrency=downloads,
+    )
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    dynamodb = aws_client("dynamodb", AwsCredentials.load("bench-moto-dynamodb"))
+    pages = dynamodb.get_paginator("scan")
+    stored = sum(page["Count"] for page in pages.paginate(TableName=TABLE, Select="COUNT"))
+    return {
+        "images": summary["images"],
+        "errors": summary["errors"],
+        "items_in_table": stored,
+        "wall_seconds": wall,
+        "images_per_second": summary["images"] / wall,
+        "pipeline_images_per_second": summary["images_per_second"],
+        "cpu_seconds": cpu,
+    }
+
+
+def run_child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, env=env, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"child {args} failed with code {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{endpoint}/moto-api/", timeout=2)
+            return proc, endpoint
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("moto did not start") from None
+            time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="S3 → model → DynamoDB benchmark")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--images", type=int)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-in-flight", type=int, default=3)
+    parser.add_argument("--download-concurrency", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=HERE / "out" / "aws_inference.json")
+    parser.add_argument("--child", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    if args.child:
+        mode, endpoint, count, *rest = args.child
+        runner = {"raw-get": child_raw_get, "bare-model": child_bare_model, "flow": child_flow}
+        print(json.dumps(runner[mode](endpoint, int(count), *map(int, rest))))
+        return
+
+    count = args.images or (1000 if args.quick else 4000)
+    threads = args.download_concurrency * args.max_in_flight
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "testing")
+    import psutil
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "images": count,
+        "settings": {
+            "batch_size": args.batch_size,
+            "max_in_flight": args.max_in_flight,
+            "download_concurrency": args.download_concurrency,
+            "raw_get_threads": threads,
+        },
+        "load_average_before": os.getloadavg(),
+    }
+    moto, endpoint = start_moto()
+    moto_dynamodb, dynamodb_endpoint = start_moto()
+    try:
+        with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
+            env = {
+                **os.environ,
+                "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+                "PREFECT_LOGGING_LEVEL": "WARNING",
+                "PYTHONPATH": str(REPO),
+                "PREFECT_HOME": tmp,
+            }
+            setup(endpoint, dynamodb_endpoint, count)
+            common = [endpoint, str(count)]
+            emulators = [psutil.Process(moto.pid), psutil.Process(moto_dynamodb.pid)]
+
+            def emulator_cpu() -> float:
+                return sum(sum(p.cpu_times()[:2]) for p in emulators)
+
+            def measure(mode: str, *extra: int) -> dict[str, Any]:
+                before = emulator_cpu()
+                result = run_child([mode, *common, *map(str, extra)], env)
+                result["moto_cpu_seconds"] = emulator_cpu() - before
+                return result
+
+            results["raw_get"] = measure("raw-get", threads)
+            results["bare_model"] = measure("bare-model", args.batch_size)
+            results["flow"] = measure(
+                "flow", args.batch_size, args.max_in_flight, args.download_concurrency
+            )
+    finally:
+        for proc in (moto, moto_dynamodb):
+            proc.terminate()
+            proc.wait(timeout=10)
+    results["load_average_after"] = os.getloadavg()
+    ceiling = min(
+        results["raw_get"]["images_per_second"], results["bare_model"]["images_per_second"]
+    )
+    results["ceiling_images_per_second"] = ceiling
+    results["ratio"] = results["flow"]["images_per_second"] / ceiling
+    results["target"] = TARGET
+    # The emulator runs on the same cores as the flow, so the two ceilings are not
+    # independent: the flow needs the CPU of a GET *and* of the model for every image.
+    per_image = {
+        name: (results[name]["cpu_seconds"] + results[name]["moto_cpu_seconds"])
+        / results[name]["images"]
+        for name in ("raw_get", "bare_model", "flow")
+    }
+    shared = (os.cpu_count() or 1) / (per_image["raw_get"] + per_image["bare_model"])
+    results["cpu_seconds_per_image"] = per_image
+    results["shared_cpu_ceiling_images_per_second"] = min(shared, ceiling)
+    results["shared_cpu_ratio"] = results["flow"]["images_per_second"] / min(shared, ceiling)
+    print_table(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {args.out}")
+
+
+def print_table(results: dict[str, Any]) -> None:
+    threads = results["settings"]["raw_get_threads"]
+    rows = [
+        (f"raw S3 GET ({threads} threads)", results["raw_get"]),
+        ("bare model (in memory)", results["bare_model"]),
+        ("flow S3 → model → DynamoDB", results["flow"]),
+    ]
+    print(f"\n{'case':<32}{'images':>7}{'seconds':>9}{'images/s':>10}"
+          f"{'CPU ms/image':>14}{'moto':>7}")  # fmt: skip
+    for name, row in rows:
+        n = row["images"]
+        print(f"{name:<32}{n:>7}{row['wall_seconds']:>9.2f}{row['images_per_second']:>10.1f}"
+              f"{1000 * row['cpu_seconds'] / n:>14.2f}"
+              f"{1000 * row['moto_cpu_seconds'] / n:>7.2f}")  # fmt: skip
+    flow = results["flow"]
+    print(f"{'':<34}(flow pipeline alone: {flow['pipeline_images_per_second']:.1f} images/s; "
+          f"{flow['items_in_table']} items in the table)")  # fmt: skip
+    per_image = results["cpu_seconds_per_image"]
+    print(
+        f"CPU per image, client + emulator: raw GET {1000 * per_image['raw_get']:.2f} ms, "
+        f"model {1000 * per_image['bare_model']:.2f} ms, flow {1000 * per_image['flow']:.2f} ms; "
+        f"GET + model on {results['machine']['cpus']} shared cores allow at most "
+        f"{results['shared_cpu_ceiling_images_per_second']:.1f} images/s "
+        f"(flow reaches {results['shared_cpu_ratio']:.2f} of that)"
+    )
+    verdict = "met" if results["ratio"] >= results["target"] else "MISSED"
+    print(
+        f"flow / min(raw GET, bare model) = {results['ratio']:.2f} "
+        f"(target ≥ {results['target']:.2f}: {verdict}); "
+        f"load average {results['load_average_before'][0]:.2f} → "
+        f"{results['load_average_after'][0]:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
