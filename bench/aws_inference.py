@@ -132,9 +132,7 @@ def child_raw_get(endpoint: str, count: int, threads: int) -> dict[str, Any]:
 
 def child_bare_model(endpoint: str, count: int, batch_size: int) -> dict[str, Any]:
     """Decode, preprocess and predict in-memory images batch by batch: the model's ceiling."""
-    import torch
-
-    from predictors.base import RecordMeta
+    from bench.bare import run_batches
     from predictors.digits import SAMPLES
     from predictors.loading import PredictorSpec, get_predictor
     from tasks.decode import decode_image
@@ -143,21 +141,12 @@ def child_bare_model(endpoint: str, count: int, batch_size: int) -> dict[str, An
     sources = [p.read_bytes() for p in sorted(SAMPLES.glob("*.png"))]
     data = [sources[i % len(sources)] for i in range(count)]
     cpu, started = time.process_time(), time.perf_counter()
-    done = 0
-    for start in range(0, count, batch_size):
-        chunk = data[start : start + batch_size]
-        metas = [RecordMeta(str(start + i), "") for i in range(len(chunk))]
-        inputs = [
-            predictor.preprocess_input(decode_image(b, m.record_id), m)
-            for b, m in zip(chunk, metas, strict=True)
-        ]
-        with torch.inference_mode():
-            outputs = predictor.split(
-                predictor.predict(predictor.collate(inputs), metas), len(chunk)
-            )
-        done += len(
-            [predictor.postprocess_output(o, m) for o, m in zip(outputs, metas, strict=True)]
-        )
+    done = run_batches(
+        predictor,
+        data,
+        batch_size,
+        lambda blob, meta: predictor.preprocess_input(decode_image(blob, meta.record_id), meta),
+    )
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {
         "images": done,

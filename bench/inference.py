@@ -88,38 +88,26 @@ def child_flow(folder: str, predictor: str, batch_size: int, out: str) -> dict[s
 
 def child_bare_decode(folder: str, predictor_path: str, batch_size: int) -> dict[str, Any]:
     """Read, decode, preprocess and predict in one thread, batch by batch: no Prefect."""
-    import torch
-
-    from predictors.base import RecordMeta
+    from bench.bare import run_batches
     from predictors.loading import PredictorSpec, get_predictor
     from tasks.decode import decode_image
 
     predictor = get_predictor(PredictorSpec(path=predictor_path))
     paths = sorted(Path(folder).iterdir())
     started = time.perf_counter()
-    done = 0
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        metas = [RecordMeta(str(p), str(p)) for p in chunk]
-        inputs = [
-            predictor.preprocess_input(decode_image(p.read_bytes(), str(p)), m)
-            for p, m in zip(chunk, metas, strict=True)
-        ]
-        with torch.inference_mode():
-            outputs = predictor.split(
-                predictor.predict(predictor.collate(inputs), metas), len(chunk)
-            )
-        done += len(
-            [predictor.postprocess_output(o, m) for o, m in zip(outputs, metas, strict=True)]
-        )
+    done = run_batches(
+        predictor,
+        paths,
+        batch_size,
+        lambda p, meta: predictor.preprocess_input(decode_image(p.read_bytes(), str(p)), meta),
+    )
     wall = time.perf_counter() - started
     return {"images": done, "wall_seconds": wall, "images_per_second": done / wall}
 
 
 def child_bare_compute(folder: str, predictor_path: str, batch_size: int) -> dict[str, Any]:
     """The model alone over already-decoded, already-preprocessed images."""
-    import torch
-
+    from bench.bare import run_batches
     from predictors.base import RecordMeta
     from predictors.loading import PredictorSpec, get_predictor
     from tasks.decode import decode_image
@@ -132,18 +120,8 @@ def child_bare_compute(folder: str, predictor_path: str, batch_size: int) -> dic
             decode_image(p.read_bytes(), str(p)), RecordMeta("", "")
         )
     inputs = [distinct[p.resolve()] for p in paths]
-    metas = [RecordMeta(str(p), str(p)) for p in paths]
     started = time.perf_counter()
-    done = 0
-    for start in range(0, len(inputs), batch_size):
-        chunk, chunk_metas = inputs[start : start + batch_size], metas[start : start + batch_size]
-        with torch.inference_mode():
-            outputs = predictor.split(
-                predictor.predict(predictor.collate(chunk), chunk_metas), len(chunk)
-            )
-        done += len(
-            [predictor.postprocess_output(o, m) for o, m in zip(outputs, chunk_metas, strict=True)]
-        )
+    done = run_batches(predictor, inputs, batch_size, lambda prepared, _meta: prepared)
     wall = time.perf_counter() - started
     return {"images": done, "wall_seconds": wall, "images_per_second": done / wall}
 
