@@ -26,6 +26,7 @@ from blocks import config as block_config
 from blocks.aws import aws_client
 from blocks.local_aws import Queue, Resources, Table, Topic, provision
 from predictors.digits import SAMPLES
+from tests.support.queues import queue_counts
 
 REPO = Path(__file__).resolve().parent.parent
 _deserializer = TypeDeserializer()
@@ -127,14 +128,7 @@ def _send(aws, url: str, requests: list[list[dict]]) -> list[str]:
 
 
 def _queue_sizes(aws, url: str) -> tuple[int, int]:
-    attributes = aws_client("sqs", aws).get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
+    return queue_counts(aws_client("sqs", aws), url)
 
 
 def _drain(aws, url: str) -> list[dict]:

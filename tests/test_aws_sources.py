@@ -16,6 +16,7 @@ from tasks.sources import SourceError, UriList, open_source
 from tasks.specs import SpecError
 from tasks.sqs_messages import MalformedMessage, parse_body
 from tasks.sqs_source import SqsSource, _InFlight
+from tests.support.queues import queue_counts
 
 
 def _put(s3, bucket: str, keys: list[str]) -> None:
@@ -29,17 +30,6 @@ def _queue(aws, name: str = "requests", **settings) -> SqsQueue:
     url = create_queue(sqs, Queue(name, max_receive_count=settings.pop("max_receive_count", 3)))
     options = {"wait_time_seconds": 1, "visibility_timeout": 30, "retry_delay_seconds": 0}
     return SqsQueue(queue_url=url, credentials=aws, **{**options, **settings})
-
-
-def _counts(sqs, url: str) -> tuple[int, int]:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
 
 
 # -- S3 -----------------------------------------------------------------------------
@@ -204,7 +194,7 @@ def test_nack_resets_only_that_message(aws):
     time.sleep(1.5)
     back = sqs.receive_message(QueueUrl=queue.queue_url, MaxNumberOfMessages=10)["Messages"]
     assert [m["MessageId"] for m in back] == groups[:1]  # the other two stay hidden
-    assert _counts(sqs, queue.queue_url) == (0, 3)
+    assert queue_counts(sqs, queue.queue_url) == (0, 3)
 
 
 def test_unreadable_message_goes_to_the_dead_letter_queue_with_its_reason(aws):
@@ -219,7 +209,7 @@ def test_unreadable_message_goes_to_the_dead_letter_queue_with_its_reason(aws):
     source = SqsSource(queue)
 
     assert list(source.batches(10)) == []
-    assert _counts(sqs, queue.queue_url) == (0, 0)  # test event deleted, bad one moved
+    assert queue_counts(sqs, queue.queue_url) == (0, 0)  # test event deleted, bad one moved
     dlq = sqs.get_queue_url(QueueName="requests-dlq")["QueueUrl"]
     moved = sqs.receive_message(QueueUrl=dlq, MessageAttributeNames=["All"])["Messages"]
     assert moved[0]["Body"] == "{oops"
@@ -237,7 +227,7 @@ def test_without_a_dead_letter_queue_an_unreadable_message_is_hidden_not_deleted
     source = SqsSource(SqsQueue(queue_url=url, credentials=aws, wait_time_seconds=0))
 
     assert list(source.batches(10)) == []
-    assert _counts(sqs, url) == (0, 1)
+    assert queue_counts(sqs, url) == (0, 1)
     assert "no dead-letter queue is configured" in source.problems[0]
 
 
@@ -251,9 +241,9 @@ def test_heartbeat_keeps_a_slow_message_hidden(aws):
     while time.monotonic() < deadline:  # longer than twice the visibility timeout
         source.heartbeat()
         time.sleep(0.25)
-    assert _counts(sqs, queue.queue_url) == (0, 1)
+    assert queue_counts(sqs, queue.queue_url) == (0, 1)
     source.close()  # releases what was never finished
-    assert _counts(sqs, queue.queue_url) == (1, 0)
+    assert queue_counts(sqs, queue.queue_url) == (1, 0)
 
 
 def test_visibility_is_clamped_to_the_twelve_hour_limit(aws):
@@ -295,7 +285,7 @@ def test_a_claim_decides_which_messages_are_processed(aws):
     assert [r.uri for r in records] == ["s3://b/process.png"]
     assert set(asked) == {30} and source.skipped == 2
     assert [ids[m] for m in source.in_flight()] == [PROCESS]
-    assert _counts(sqs, queue.queue_url) == (0, 2)  # finished: deleted; busy: left hidden
+    assert queue_counts(sqs, queue.queue_url) == (0, 2)  # finished: deleted; busy: left hidden
 
 
 def test_message_limit_and_partial_batches(aws):
