@@ -10,6 +10,10 @@ Accepted bodies:
   decoded with ``unquote_plus``), also when wrapped in an SNS envelope (S3 →
   SNS → SQS) or sent by EventBridge; ``s3:TestEvent`` carries nothing to do.
 
+Each request parsed from an S3 event also carries the object it names
+(:class:`S3Object`: size, ETag, sequencer, version), which the S3 events bridge
+turns into Prefect events.
+
 A request that cannot be used (no image key, not an ``s3://`` URI) becomes an
 error for that request alone; a body that cannot be read at all raises
 :class:`MalformedMessage`, so the caller can set the message aside.
@@ -30,6 +34,24 @@ class MalformedMessage(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class S3Object:
+    """An object an S3 event says was created: the key decoded, the rest as S3 sent it.
+
+    ``event_name`` is in the notification form (``ObjectCreated:Put``) for EventBridge
+    events too; ``sequencer`` orders (and tells apart) events for one key.
+    """
+
+    bucket: str
+    key: str
+    size: int | None = None
+    etag: str = ""
+    event_name: str = ""
+    event_time: Any = None
+    sequencer: str = ""
+    version_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     """One image asked for by a message: its URI, the request's fields, or why it is unusable.
 
@@ -41,6 +63,7 @@ class Request:
     fields: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     record_id: str = ""
+    s3: S3Object | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +146,18 @@ def _s3_event(records: list[dict[str, Any]], suffixes: tuple[str, ...]) -> Parse
             continue
         uri = f"s3://{bucket}/{key}"
         fields = {"s3_uri": uri, "event_name": event, "event_time": record.get("eventTime")}
-        requests.append(Request(uri, fields, record_id=uri))
+        obj = record["s3"]["object"]
+        s3 = S3Object(
+            bucket,
+            key,
+            _size(obj.get("size")),
+            str(obj.get("eTag") or obj.get("etag") or ""),
+            event,
+            record.get("eventTime"),
+            str(obj.get("sequencer") or ""),
+            str(obj.get("versionId") or ""),
+        )
+        requests.append(Request(uri, fields, record_id=uri, s3=s3))
     ignored = None if requests else "no image objects in the event: " + ", ".join(skipped)
     return ParsedBody(requests, ignored)
 
@@ -142,7 +176,37 @@ def _eventbridge_event(data: dict[str, Any], suffixes: tuple[str, ...]) -> Parse
     if suffixes and not key.lower().endswith(suffixes):
         return ParsedBody([], ignored=f"{uri} does not end in an image suffix")
     fields = {"s3_uri": uri, "event_name": "Object Created", "event_time": data.get("time")}
-    return ParsedBody([Request(uri, fields, record_id=uri)])
+    obj = detail["object"]
+    s3 = S3Object(
+        bucket,
+        key,
+        _size(obj.get("size")),
+        str(obj.get("etag") or obj.get("eTag") or ""),
+        _eventbridge_event_name(str(detail.get("reason") or "")),
+        data.get("time"),
+        str(obj.get("sequencer") or ""),
+        str(obj.get("version-id") or ""),
+    )
+    return ParsedBody([Request(uri, fields, record_id=uri, s3=s3)])
+
+
+#: EventBridge's ``detail.reason`` for a created object, as the notification's event name.
+_EVENTBRIDGE_REASONS = {
+    "PutObject": "Put",
+    "PostObject": "Post",
+    "CopyObject": "Copy",
+    "CompleteMultipartUpload": "CompleteMultipartUpload",
+}
+
+
+def _eventbridge_event_name(reason: str) -> str:
+    if reason in _EVENTBRIDGE_REASONS:
+        return f"ObjectCreated:{_EVENTBRIDGE_REASONS[reason]}"
+    return reason if reason.startswith("ObjectCreated") else "ObjectCreated:*"
+
+
+def _size(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _request(item: Any, index: int, count: int, image_keys: tuple[str, ...]) -> Request:
