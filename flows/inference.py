@@ -24,6 +24,7 @@ from blocks.resolve import resolve_block
 from blocks.settings import local_settings
 from blocks.sns import SnsTopic
 from flows.pipeline import BatchPipeline
+from flows.runners import THREADS, infer_task_runner, started
 from predictors.digits import SAMPLES
 from predictors.loading import PredictorSpec, get_predictor
 from tasks.decode import DEFAULT_MAX_PIXELS
@@ -60,6 +61,7 @@ def inference(
     aws_credentials: str | AwsCredentials | None = None,
     requests_table: str | DynamoDBTable | None = None,
     notify_topic: str | SnsTopic | None = None,
+    task_runner: str = THREADS,
 ) -> dict[str, Any]:
     """Classify every image of a source and write one result per image to each sink.
 
@@ -88,9 +90,16 @@ def inference(
             request's state moves queued → processing → completed | error.
         notify_topic: SnsTopic block (or its name) that is told when requests finish;
             a request's own sns_topic_arn field takes precedence.
+        task_runner: Where batches are fetched and predicted: 'threads' (this process);
+            'dask' (a temporary local Dask cluster, one worker process per core;
+            'dask?workers=4&threads=1&memory=4GiB' sizes it); or 'tcp://host:8786' /
+            'dask://host:8786' (an existing Dask scheduler whose workers run this
+            image). Writes and acknowledgements stay in the flow. Give max_in_flight at
+            least the cluster's worker threads, or some workers idle.
     """
     spec = PredictorSpec(path=predictor, options=predictor_options or {})
     get_predictor(spec)  # a bad path, option or weights file fails here, before any data is read
+    runner = infer_task_runner(task_runner)  # so does a bad task_runner value
     credentials = resolve_block(aws_credentials, AwsCredentials) if aws_credentials else None
     requests = resolve_block(requests_table, DynamoDBTable) if requests_table else None
     topic = resolve_block(notify_topic, SnsTopic) if notify_topic else None
@@ -109,17 +118,19 @@ def inference(
     try:
         for sink in outputs:
             sink.open()
-        pipeline = BatchPipeline(
-            source=src,
-            predictor=spec,
-            sinks=outputs,
-            fetch=FetchOptions(credentials, download_concurrency, max_pixels),
-            batch_size=batch_size,
-            max_in_flight=max_in_flight,
-            after_write=[notices],
-            before_batch=[tracker.mark_processing] if tracker and not claims_on_receive else [],
-        )
-        summary = pipeline.run()
+        with started(runner) as infer_runner:
+            pipeline = BatchPipeline(
+                source=src,
+                predictor=spec,
+                sinks=outputs,
+                fetch=FetchOptions(credentials, download_concurrency, max_pixels),
+                batch_size=batch_size,
+                max_in_flight=max_in_flight,
+                after_write=[notices],
+                before_batch=[tracker.mark_processing] if tracker and not claims_on_receive else [],
+                infer_runner=infer_runner,
+            )
+            summary = pipeline.run()
         if tracker:
             pipeline.report(tracker.problems)
         if isinstance(src, SqsSource) and src.skipped:
@@ -170,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         "--requests-table", help="name of the DynamoDBTable block of the requests table"
     )
     parser.add_argument("--notify-topic", help="name of an SnsTopic block for completion notices")
+    parser.add_argument(
+        "--task-runner",
+        default=THREADS,
+        help="threads (default), dask (a local cluster; dask?workers=N&threads=M), "
+        "or tcp://host:port of a Dask scheduler",
+    )
     args = parser.parse_args(argv)
     source: str | list[str] = str(SAMPLES)
     if len(args.source) == 1:
@@ -189,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             aws_credentials=args.aws_credentials,
             requests_table=args.requests_table,
             notify_topic=args.notify_topic,
+            task_runner=args.task_runner,
         )
     return 0
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner
 from prefect.utilities.annotations import quote
 
 from predictors.base import RecordError
@@ -109,7 +110,10 @@ class BatchPipeline:
         max_writes: int = 4,
         after_write: Sequence[AfterWrite] = (),
         before_batch: Sequence[BeforeBatch] = (),
+        infer_runner: TaskRunner | None = None,
     ) -> None:
+        """``infer_runner`` (started) runs the infer tasks, e.g. on a Dask cluster
+        (flows/runners.py); ``None`` uses the flow's own. Writes always stay here."""
         if batch_size < 1 or max_in_flight < 1 or max_writes < 1:
             raise ValueError("batch_size, max_in_flight and max_writes must be at least 1")
         self.source = source
@@ -121,6 +125,7 @@ class BatchPipeline:
         self.max_writes = max_writes
         self.after_write = list(after_write)
         self.before_batch = list(before_batch)
+        self.infer_runner = infer_runner
         self._hidden_problems = 0
         self.tracker = GroupTracker()
         self.summary = RunSummary(source=source.description)
@@ -182,7 +187,16 @@ class BatchPipeline:
     def _submit_batch(self, records: list[ImageRecord]) -> None:
         # quote(): Prefect would otherwise walk every record (and, for writes, every
         # result row) looking for futures: a large share of the run's CPU.
-        future = infer_batch.submit(quote(records), self._batch_index, self.predictor, self.fetch)
+        parameters = {
+            "records": quote(records),
+            "index": self._batch_index,
+            "predictor": self.predictor,
+            "fetch": self.fetch,
+        }
+        if self.infer_runner is None:
+            future = infer_batch.submit(**parameters)
+        else:  # Dask reads a quote (a tuple) as a task spec: the records go bare
+            future = self.infer_runner.submit(infer_batch, {**parameters, "records": records})
         self._batch_index += 1
         self._infers[future] = records
         future.add_done_callback(lambda f: self._events.put(("infer", f)))
