@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from prefect.events import Event
 from prefect.exceptions import PrefectHTTPStatusError
 
@@ -98,11 +98,14 @@ def object_event(obj: S3Object) -> Event:
             "size": obj.size,
             "etag": obj.etag,
             "event_name": obj.event_name,
-            "event_time": _occurred(obj.event_time).isoformat()
-            if not isinstance(obj.event_time, str) or not obj.event_time
-            else obj.event_time,
+            "event_time": _event_time(obj.event_time),
         },
     )
+
+
+def _event_time(value: Any) -> str:
+    """S3's own time string where it sent one, else the time the event is dated."""
+    return value if isinstance(value, str) and value else _occurred(value).isoformat()
 
 
 def _occurred(value: Any) -> datetime:
@@ -140,16 +143,8 @@ def post_events(client: Any, events: Sequence[Event]) -> None:
         hint = " (check PREFECT_API_AUTH_STRING / PREFECT_API_KEY)" if status in (401, 403) else ""
         raise ApiUnavailable(what + hint) from None
     except httpx.HTTPError as exc:
-        url = exc.request.url if _has_request(exc) else "the Prefect API"
+        url = getattr(client, "api_url", "the Prefect API")
         raise ApiUnavailable(f"cannot reach {url}: {type(exc).__name__}: {exc}") from None
-
-
-def _has_request(exc: httpx.HTTPError) -> bool:
-    try:
-        exc.request  # noqa: B018  (raises RuntimeError when the error has no request)
-    except RuntimeError:
-        return False
-    return True
 
 
 # -- the queue -----------------------------------------------------------------------
@@ -164,10 +159,11 @@ class Notification:
 
 
 class S3EventQueue(SqsSource):
-    """The notifications queue: the image queue source's leases, release and set-aside.
+    """The notifications queue, with the image queue source's leases and set-aside.
 
-    ``receive`` hands out notifications instead of image records; ``ack``, ``nack``
-    and ``close`` are the source's own, per message.
+    ``receive`` hands out notifications instead of image records; ``nack`` (release
+    after the retry delay, warn on the last receive before the dead-letter queue)
+    and ``close`` (release what is still held) are the source's own.
     """
 
     def __init__(self, queue: SqsQueue, name: str | None = None, max_messages: int = 10) -> None:
@@ -191,8 +187,9 @@ class S3EventQueue(SqsSource):
                 ],
                 MessageAttributeNames=["All"],
             )
-        except ClientError as exc:
-            raise SourceError(f"cannot receive from {self.description}: {_describe(exc)}") from exc
+        except (ClientError, BotoCoreError) as exc:
+            reason = _describe(exc) if isinstance(exc, ClientError) else str(exc)
+            raise SourceError(f"cannot receive from {self.description}: {reason}") from exc
         messages = response.get("Messages", [])
         if not messages:
             return None
@@ -326,13 +323,14 @@ def bridge_s3_events(
     When the API cannot be reached a draining run (``idle_polls`` > 0) stops at once,
     leaving the messages on the queue; a service run (``idle_polls=0``) waits for the
     API with backoff, receiving nothing meanwhile so no message uses up a receive of
-    its redrive policy while the server is away.
+    its redrive policy while the server is away. A service run also outlasts SQS
+    errors (logged, retried with backoff); a draining run raises them.
     """
     stopper = stopper or Stopper()
     log = log or run_logger(__name__)
     counts = BridgeCounts()
     wait = queue.queue.wait_time_seconds if wait_seconds is None else wait_seconds
-    idle, backoff = 0, 0.0
+    idle, backoff, queue_backoff = 0, 0.0, 5.0
     try:
         while not stopper.event.is_set():
             if message_limit is not None and counts.received >= message_limit:
@@ -347,7 +345,16 @@ def bridge_s3_events(
                 backoff = 0.0
             before = queue.received
             limit = None if message_limit is None else message_limit - counts.received
-            got = stopper.call(lambda limit=limit: queue.receive(wait, limit), None)
+            try:
+                got = stopper.call(lambda limit=limit: queue.receive(wait, limit), None)
+            except SourceError as exc:
+                if idle_polls:
+                    raise
+                log.error("%s; trying again in %.0fs", exc, queue_backoff)
+                stopper.wait(queue_backoff)
+                queue_backoff = min(queue_backoff * 2, 60.0)
+                continue
+            queue_backoff = 5.0
             counts.received += queue.received - before
             if got is None:
                 idle += 1
