@@ -46,14 +46,18 @@ is unwrapped (raw message delivery on or off).
 
 The EventBridge alternative: turn on ``EventBridgeConfiguration`` for the bucket and
 add an EventBridge rule (``source: ["aws.s3"], detail-type: ["Object Created"]``,
-optionally filtered on ``detail.object.key`` by prefix and suffix patterns) whose
-target is the same SQS queue: this bridge reads EventBridge's event shape as well,
-and the Prefect events are the same. Rules
-give filtering, fan-out to several targets, archive and replay. With Prefect Cloud
-you can skip the queue and the bridge entirely: an EventBridge API destination
-posts to a Prefect Cloud webhook whose template emits the same event (the bridge's
-resource and payload fields map one to one); Cloud webhooks acknowledge on receipt,
-and EventBridge retries failed deliveries for up to 24 hours into its own DLQ.
+optionally filtered on ``detail.object.key`` with prefix/suffix patterns) whose target
+is the same SQS queue (its policy must let ``events.amazonaws.com`` send, conditioned
+on the rule's ARN). The bridge reads EventBridge's event shape too and emits the same
+Prefect events (EventBridge keys arrive unencoded; ``detail.reason`` ``PutObject``
+becomes ``ObjectCreated:Put``). Rules add content filtering, several targets per
+event, archive and replay. With Prefect Cloud the queue and the bridge can go: an
+EventBridge API destination posts each event to a Prefect Cloud webhook whose
+template emits ``aws.s3.object.created`` with the same resource and payload fields
+(``{{ body.detail.bucket.name }}``, ``{{ body.detail.object.key }}``, ...); use one
+rule per kind (a suffix pattern on the key) and one webhook per rule with the kind
+written into its template. EventBridge retries a failed delivery for up to 24 hours,
+then hands it to the dead-letter queue you configure on the target.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ import json
 import logging
 import sys
 
+import httpx
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
@@ -96,9 +101,18 @@ def run_bridge(
         )
     if wait_seconds is not None and not 0 <= wait_seconds <= MAX_WAIT_TIME:
         raise BridgeError(f"wait_seconds must be 0-{MAX_WAIT_TIME}, got {wait_seconds}")
-    block = resolve_block(queue, SqsQueue)
+    try:
+        block = resolve_block(queue, SqsQueue)
+    except httpx.HTTPError as exc:
+        raise BridgeError(
+            f"cannot load SqsQueue block {queue!r} from the Prefect API at "
+            f"{PREFECT_API_URL.value()}: {type(exc).__name__}: {exc}"
+        ) from exc
     name = queue if isinstance(queue, str) else None
     events_queue = S3EventQueue(block, name=name, max_messages=max_messages)
+    run_logger(__name__).info(
+        "bridging %s to the Prefect API at %s", events_queue.description, PREFECT_API_URL.value()
+    )
     with get_client(sync_client=True) as client:
         return bridge_s3_events(
             events_queue,
@@ -167,7 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("s3-events-bridge")
     stopper = Stopper()
     stopper.install()
-    log.info("bridging queue block %r to %s", args.queue, PREFECT_API_URL.value())
     try:
         counts = run_bridge(
             args.queue,
