@@ -2,10 +2,14 @@
 
 ``python -m blocks.local_aws up`` starts moto in server mode in the background
 (loopback only; pid file and log under ``~/.infergraph/local-aws``), creates the
-bucket, queues (each with a dead-letter queue and redrive policy), tables (the
-requests table with a ``state`` index) and topic listed in :data:`RESOURCES`,
-writes ``blocks.yaml`` describing blocks that point at them, saves those blocks
-through :mod:`blocks.config`, and uploads the sample images. ``status`` shows
+buckets, queues (each with a dead-letter queue and redrive policy), tables (the
+requests table with a ``state`` index, the reasoning jobs table with its status
+index), topics and S3 event notifications (objects created under
+``s3://infergraph-local/incoming/``, jobspecs and reasoner logs go to the
+``s3-events`` queue that the bridge turns into Prefect events) listed in
+:data:`RESOURCES`, writes ``blocks.yaml`` describing blocks that point at them
+(including every block ``prefect.yaml`` names), saves those blocks through
+:mod:`blocks.config`, and uploads the sample images. ``status`` shows
 what is running and how full the queues and tables are; ``enqueue`` sends
 sample requests; ``down`` stops the emulator (its data lives in memory only).
 
@@ -38,6 +42,9 @@ import httpx
 DEFAULT_PORT = 5055
 REGION = "us-east-1"
 CREDENTIALS_BLOCK = "local-aws"
+#: The AwsCredentials block name prefect.yaml's deployments use, on the emulator or real AWS.
+DEPLOYMENT_CREDENTIALS_BLOCK = "infergraph-aws"
+REASONING_INPUT, REASONING_OUTPUT = "reasoning-input", "reasoning-output"
 HOME = Path(os.environ.get("INFERGRAPH_HOME", Path.home() / ".infergraph")) / "local-aws"
 
 
@@ -64,6 +71,17 @@ class Table:
     block: str | None = None
     sort_key: str | None = None
     index: tuple[str, str] | None = None  # (index name, partition key of the index)
+    index_sort_key: str | None = None  # sort key of that index
+
+
+@dataclass(frozen=True)
+class Notification:
+    """S3 → SQS: the bucket tells the queue about created objects (optionally filtered)."""
+
+    bucket: str
+    queue: str
+    prefix: str | None = None
+    suffix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,9 @@ class Resources:
     queues: list[Queue] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     topics: list[Topic] = field(default_factory=list)
-    #: ``{slug: {block name: fields}}``; "{endpoint}" and "{region}" in strings are filled in.
+    notifications: list[Notification] = field(default_factory=list)
+    #: ``{slug: {block name: fields}}``; "{endpoint}", "{region}" and "{home}" (the folder
+    #: ``up`` keeps its state in) in strings are filled in.
     extra_blocks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     #: (local folder, s3://bucket/prefix/) pairs uploaded by ``up``.
     uploads: list[tuple[Path, str]] = field(default_factory=list)
@@ -92,11 +112,19 @@ def _samples() -> Path:
 
 
 RESOURCES = Resources(
-    buckets=[Bucket("infergraph-local", block="infergraph-local")],
+    buckets=[
+        Bucket("infergraph-local", block="infergraph-local"),
+        Bucket(REASONING_INPUT),
+        Bucket(REASONING_OUTPUT),
+    ],
     queues=[
         Queue("inference-requests", block="inference-requests"),
         Queue("inference-results", block="inference-results", dead_letter=False),
         Queue("inference-notices", dead_letter=False),
+        # S3 notifications for the bridge; short visibility: a bridge that dies mid-batch
+        # leaves its messages to the next one within a minute.
+        Queue("s3-events", block="s3-events", visibility_timeout=60, retry_delay_seconds=10),
+        Queue("reasoning-notices", dead_letter=False),
     ],
     tables=[
         Table(
@@ -106,10 +134,41 @@ RESOURCES = Resources(
             index=("state-index", "state"),
         ),
         Table("inference-results", "result_id", block="inference-results"),
+        # flows/reasoning.py's jobs table (JobStore.create_table has the same layout).
+        Table(
+            "reasoning-jobs",
+            "dataset",
+            block="reasoning-jobs",
+            sort_key="date_seq",
+            index=("status-index", "status"),
+            index_sort_key="updated_at",
+        ),
     ],
     topics=[
-        Topic("inference-notices", block="inference-notices", subscribe_queue="inference-notices")
+        Topic("inference-notices", block="inference-notices", subscribe_queue="inference-notices"),
+        Topic("reasoning-notices", block="reasoning-notices", subscribe_queue="reasoning-notices"),
     ],
+    # What the deployments' triggers react to; the sample images (under samples/) stay quiet.
+    notifications=[
+        Notification("infergraph-local", "s3-events", prefix="incoming/"),
+        Notification(REASONING_INPUT, "s3-events", suffix=".rdfoxjob.json"),
+        Notification(REASONING_OUTPUT, "s3-events", suffix="/rdfox.log"),
+    ],
+    extra_blocks={
+        # The credentials every deployment names (prefect.yaml): here the emulator's.
+        "aws-credentials": {
+            DEPLOYMENT_CREDENTIALS_BLOCK: {
+                "region_name": "{region}",
+                "aws_access_key_id": "testing",
+                "aws_secret_access_key": "${{AWS_SECRET_ACCESS_KEY:-testing}}",  # str.format
+                "aws_client_parameters": {"endpoint_url": "{endpoint}"},
+            }
+        },
+        # The reasoning flows' default graph store: an on-disk Oxigraph store.
+        "oxigraph-store": {
+            "reasoning-graph": {"path": "{home}/reasoning-graph", "credentials": CREDENTIALS_BLOCK}
+        },
+    },
     uploads=[(_samples(), "s3://infergraph-local/samples/")],
 )
 
@@ -145,7 +204,40 @@ def provision(credentials: Any, resources: Resources = RESOURCES) -> dict[str, d
                 Endpoint=queue_arn["Attributes"]["QueueArn"],
                 Attributes={"RawMessageDelivery": "true"},
             )
+    by_bucket: dict[str, list[Notification]] = {}
+    for notification in resources.notifications:
+        by_bucket.setdefault(notification.bucket, []).append(notification)
+    for bucket_name, notifications in by_bucket.items():
+        configure_notifications(s3, sqs, bucket_name, notifications, made["queue"])
     return made
+
+
+def configure_notifications(
+    s3: Any, sqs: Any, bucket: str, notifications: list[Notification], queues: dict[str, str]
+) -> None:
+    """Send ``s3:ObjectCreated:*`` of ``bucket`` to the queues (replacing its configuration).
+
+    On real AWS the queue's access policy must also allow ``s3.amazonaws.com`` to
+    ``sqs:SendMessage`` (see the README); the emulator does not check it.
+    """
+    configurations = []
+    for n in notifications:
+        url = queues[n.queue]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        rules = [
+            {"Name": k, "Value": v} for k, v in (("prefix", n.prefix), ("suffix", n.suffix)) if v
+        ]
+        config: dict[str, Any] = {
+            "Id": f"{n.queue}-{n.prefix or ''}{n.suffix or ''}".strip("-"),
+            "QueueArn": arn["Attributes"]["QueueArn"],
+            "Events": ["s3:ObjectCreated:*"],
+        }
+        if rules:
+            config["Filter"] = {"Key": {"FilterRules": rules}}
+        configurations.append(config)
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"QueueConfigurations": configurations}
+    )
 
 
 def create_queue(sqs: Any, queue: Queue) -> str:
@@ -169,6 +261,7 @@ def create_table(dynamodb: Any, table: Table) -> None:
     """An on-demand table with the given keys (and index), unless it exists."""
     keys = [(table.partition_key, "HASH")] + ([(table.sort_key, "RANGE")] if table.sort_key else [])
     names = {name for name, _ in keys} | ({table.index[1]} if table.index else set())
+    names |= {table.index_sort_key} if table.index and table.index_sort_key else set()
     params: dict[str, Any] = {
         "TableName": table.name,
         "KeySchema": [{"AttributeName": n, "KeyType": t} for n, t in keys],
@@ -179,7 +272,12 @@ def create_table(dynamodb: Any, table: Table) -> None:
         params["GlobalSecondaryIndexes"] = [
             {
                 "IndexName": table.index[0],
-                "KeySchema": [{"AttributeName": table.index[1], "KeyType": "HASH"}],
+                "KeySchema": [{"AttributeName": table.index[1], "KeyType": "HASH"}]
+                + (
+                    [{"AttributeName": table.index_sort_key, "KeyType": "RANGE"}]
+                    if table.index_sort_key
+                    else []
+                ),
                 "Projection": {"ProjectionType": "ALL"},
             }
         ]
@@ -188,7 +286,10 @@ def create_table(dynamodb: Any, table: Table) -> None:
 
 
 def block_config(
-    endpoint: str | None, made: dict[str, dict[str, str]], resources: Resources = RESOURCES
+    endpoint: str | None,
+    made: dict[str, dict[str, str]],
+    resources: Resources = RESOURCES,
+    home: Path = HOME,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """The :mod:`blocks.config` configuration for blocks pointing at the created resources."""
     credentials: dict[str, Any] = {
@@ -227,7 +328,7 @@ def block_config(
         add("dynamodb-table", table.block, fields)
     for topic in resources.topics:
         add("sns-topic", topic.block, {"topic_arn": made["topic"][topic.name]})
-    values = {"endpoint": endpoint or "", "region": REGION}
+    values = {"endpoint": endpoint or "", "region": REGION, "home": str(home)}
     for slug, blocks in resources.extra_blocks.items():
         for name, fields in blocks.items():
             config.setdefault(slug, {})[name] = _fill(fields, values)
@@ -371,7 +472,7 @@ def up(
         aws_client_parameters={"endpoint_url": endpoint},
     )
     made = provision(credentials)
-    config = block_config(endpoint, made)
+    config = block_config(endpoint, made, home=emulator.home)
     emulator.home.mkdir(parents=True, exist_ok=True)
     config_path = emulator.home / "blocks.yaml"
     config_path.write_text(to_yaml(config), encoding="utf-8")
