@@ -57,7 +57,7 @@ def infer_task_runner(choice: str) -> TaskRunner | None:
     if text == THREADS:
         return None
     parts = urlsplit(text)
-    if parts.scheme == "" and parts.path == "dask" and not parts.fragment:
+    if parts.scheme == "" and parts.path == "dask":
         return _dask_runner(cluster_kwargs=_local_cluster_kwargs(text, parts.query))
     if parts.scheme in ("dask", "tcp", "tls"):
         if not parts.hostname or parts.path not in ("", "/") or parts.query:
@@ -114,7 +114,7 @@ def _current_api_url() -> str | None:
 
 def _local_cluster_kwargs(choice: str, query: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
-        "n_workers": os.cpu_count() or 1,
+        "n_workers": _cpu_count(),
         "threads_per_worker": 1,
         "processes": True,
         "dashboard_address": None,  # the dashboard needs bokeh, which is not a dependency
@@ -126,6 +126,10 @@ def _local_cluster_kwargs(choice: str, query: str) -> dict[str, Any]:
                 f"task_runner {choice!r}: unknown option {key!r} (known: {known})"
             )
         if key == "memory":
+            if not value:
+                raise TaskRunnerChoiceError(
+                    f"task_runner {choice!r}: memory needs a size, e.g. 4GiB"
+                )
             kwargs["memory_limit"] = value
             continue
         try:
@@ -138,6 +142,15 @@ def _local_cluster_kwargs(choice: str, query: str) -> dict[str, Any]:
             )
         kwargs[LOCAL_CLUSTER_OPTIONS[key]] = number
     return kwargs
+
+
+def _cpu_count() -> int:
+    """Cores this process may use; Dask's count also honours a container's CPU quota."""
+    try:
+        from dask.system import CPU_COUNT
+    except ImportError:
+        return os.cpu_count() or 1
+    return CPU_COUNT
 
 
 def _dask_runner(**kwargs: Any) -> TaskRunner:

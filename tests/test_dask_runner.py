@@ -164,6 +164,7 @@ def test_an_existing_scheduler_loads_the_model_once_per_worker_process(
         ("dask?workers=0", "workers must be a whole number"),
         ("dask?threads=two", "threads must be a whole number"),
         ("dask?cores=2", "unknown option 'cores'"),
+        ("dask?memory=", "memory needs a size"),
         ("tcp://:8786", "scheme://host:port"),
         ("tcp://scheduler:port", "Port could not be cast"),
         ("ray://head:10001", "is not one of"),
@@ -182,7 +183,9 @@ def test_task_runner_values_map_to_dask_settings() -> None:
     assert local.cluster_kwargs["n_workers"] == 3
     assert local.cluster_kwargs["threads_per_worker"] == 2
     assert local.cluster_kwargs["memory_limit"] == "2GiB"
-    assert infer_task_runner("dask").cluster_kwargs["n_workers"] == (os.cpu_count() or 1)
+    from dask.system import CPU_COUNT
+
+    assert infer_task_runner("dask").cluster_kwargs["n_workers"] == CPU_COUNT
     assert infer_task_runner("dask://10.0.0.5").address == "tcp://10.0.0.5:8786"
     assert infer_task_runner("tls://sched.internal:9000").address == "tls://sched.internal:9000"
 
