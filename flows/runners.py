@@ -71,7 +71,14 @@ def infer_task_runner(choice: str) -> TaskRunner | None:
             raise TaskRunnerChoiceError(f"task_runner {choice!r}: {exc}") from exc
         scheme = "tcp" if parts.scheme == "dask" else parts.scheme
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        return _dask_runner(address=f"{scheme}://{host}:{port}")
+        runner = _dask_runner(address=f"{scheme}://{host}:{port}")
+        if not _configured_api_url():
+            # A temporary server lives on this machine's loopback, out of the workers' reach.
+            raise TaskRunnerChoiceError(
+                f"task_runner {choice!r}: the workers of an existing Dask cluster report task "
+                "runs to the Prefect API: set PREFECT_API_URL to a server they can reach"
+            )
+        return runner
     raise TaskRunnerChoiceError(
         f"task_runner {choice!r} is not one of: 'threads', 'dask' (a temporary local "
         "cluster; 'dask?workers=N&threads=M&memory=4GiB' sizes it), "
@@ -88,14 +95,9 @@ def started(runner: TaskRunner | None) -> Iterator[TaskRunner | None]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     updates = {}
-    if not PREFECT_API_URL.value():
+    if not _configured_api_url():
         # The flow talks to a temporary server; without its address every worker
         # process would start a temporary server of its own and record the runs there.
-        if getattr(runner, "address", None):
-            raise TaskRunnerChoiceError(
-                "the workers of an existing Dask cluster report task runs to the Prefect "
-                "API: set PREFECT_API_URL to a server they can reach"
-            )
         updates[PREFECT_API_URL] = _current_api_url()
     with temporary_settings(updates=updates), runner:
         client = getattr(runner, "client", None)  # DaskTaskRunner connects lazily
@@ -103,6 +105,12 @@ def started(runner: TaskRunner | None) -> Iterator[TaskRunner | None]:
             threads = sum(client.nthreads().values())
             print(f"infer tasks run on Dask at {client.scheduler.address} ({threads} threads)")
         yield runner
+
+
+def _configured_api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value()
 
 
 def _current_api_url() -> str | None:

@@ -195,3 +195,12 @@ def test_a_bad_task_runner_fails_the_flow_before_reading(tmp_path: Path) -> None
     with pytest.raises(TaskRunnerChoiceError, match="is not one of"):
         inference(source=str(SAMPLES), sinks=[str(out)], task_runner="processes")
     assert not out.exists()
+
+
+def test_an_existing_cluster_needs_an_api_its_workers_can_reach() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        with pytest.raises(TaskRunnerChoiceError, match="set PREFECT_API_URL"):
+            infer_task_runner("tcp://10.0.0.5:8786")
+        assert infer_task_runner("dask") is not None  # a local cluster reaches any server
