@@ -65,3 +65,11 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception as exc:
         return is_transient(exc)
     return False
+
+
+def describe_aws_error(exc: BaseException) -> str:
+    """``Code: Message`` of an AWS error (what a user can search for); else type and text."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code') or 'error'}: {error.get('Message') or exc}"
+    return f"{type(exc).__name__}: {exc}"

@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError
 
 from blocks.dynamodb import DynamoDBTable
 from tasks.dynamodb_items import serialize
+from tasks.errors import describe_aws_error
 from tasks.logs import run_logger
 from tasks.records import ImageRecord, ResultChunk
 from tasks.sinks import Sink
@@ -131,7 +132,7 @@ class RequestsTable(Sink):
             )
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
-                self._problem(f"{self.name}: cannot claim {key}: {_describe(exc)}")
+                self._problem(f"{self.name}: cannot claim {key}: {describe_aws_error(exc)}")
                 return PROCESS
             old = {k: _deserializer.deserialize(v) for k, v in exc.response.get("Item", {}).items()}
             if old.get("state") in (COMPLETED, ERROR):
@@ -159,7 +160,7 @@ class RequestsTable(Sink):
             )
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
-                self._problem(f"{self.name}: cannot release {key}: {_describe(exc)}")
+                self._problem(f"{self.name}: cannot release {key}: {describe_aws_error(exc)}")
 
     # -- finishing -----------------------------------------------------------------
 
@@ -272,7 +273,3 @@ def _stamp(seconds: float) -> Decimal:
 
 def _code(exc: ClientError) -> str:
     return exc.response.get("Error", {}).get("Code", "")
-
-
-def _describe(exc: ClientError) -> str:
-    return f"{_code(exc) or 'error'}: {exc.response.get('Error', {}).get('Message') or exc}"

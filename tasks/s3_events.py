@@ -48,7 +48,7 @@ from blocks.sqs import SqsQueue
 from tasks.logs import run_logger
 from tasks.sources import IMAGE_SUFFIXES, SourceError
 from tasks.sqs_messages import MalformedMessage, S3Object, parse_body
-from tasks.sqs_source import SqsSource, _describe, _InFlight, _tens
+from tasks.sqs_source import InFlight, SqsSource, describe_aws_error, in_tens
 
 EVENT = "aws.s3.object.created"
 #: Object kinds, by key ending, copied into the ``aws.s3.object.kind`` label.
@@ -188,7 +188,7 @@ class S3EventQueue(SqsSource):
                 MessageAttributeNames=["All"],
             )
         except (ClientError, BotoCoreError) as exc:
-            reason = _describe(exc) if isinstance(exc, ClientError) else str(exc)
+            reason = describe_aws_error(exc) if isinstance(exc, ClientError) else str(exc)
             raise SourceError(f"cannot receive from {self.description}: {reason}") from exc
         messages = response.get("Messages", [])
         if not messages:
@@ -212,7 +212,7 @@ class S3EventQueue(SqsSource):
                 )
         except MalformedMessage as exc:
             self.set_aside += 1
-            self._set_aside(message, str(exc))
+            self.set_message_aside(message, str(exc))
             return None
         if not objects:
             self.ignored += 1
@@ -220,7 +220,7 @@ class S3EventQueue(SqsSource):
             self._delete(mid, message["ReceiptHandle"])
             return None
         attributes = message.get("Attributes", {})
-        entry = _InFlight(
+        entry = InFlight(
             handle=message["ReceiptHandle"],
             first_received=int(attributes.get("ApproximateFirstReceiveTimestamp", 0)) / 1000
             or time.time(),
@@ -234,7 +234,7 @@ class S3EventQueue(SqsSource):
     def ack(self, groups: Sequence[str]) -> int:
         """Delete these messages (their events were accepted); return how many went."""
         deleted = 0
-        for chunk in _tens(self._take(groups)):
+        for chunk in in_tens(self._take(groups)):
             entries = [{"Id": str(i), "ReceiptHandle": e.handle} for i, (_, e) in enumerate(chunk)]
             failed = self._batch_call("delete_message_batch", entries, chunk)
             deleted += len(chunk) - len(failed)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from blocks.aws import aws_client
+from tasks.errors import describe_aws_error
 from tasks.records import ImageRecord
 from tasks.sources import IMAGE_SUFFIXES, MANIFEST, Source, SourceError, UriList
 from tasks.specs import parse_spec
@@ -76,7 +77,7 @@ class S3Prefix(Source):
                         fields = dict(manifest.get(key[len(self.prefix) :], {}))
                         yield ImageRecord(uri=f"s3://{self.bucket}/{key}", fields=fields)
         except ClientError as exc:
-            raise SourceError(f"cannot list {self.description}: {_describe(exc)}") from exc
+            raise SourceError(f"cannot list {self.description}: {describe_aws_error(exc)}") from exc
 
     def _wanted(self, key: str) -> bool:
         if key.endswith("/") or key == self.prefix + MANIFEST:
@@ -92,7 +93,7 @@ class S3Prefix(Source):
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return {}
-            raise SourceError(f"cannot read {uri}: {_describe(exc)}") from exc
+            raise SourceError(f"cannot read {uri}: {describe_aws_error(exc)}") from exc
         reader = csv.DictReader(io.StringIO(body.read().decode("utf-8-sig")))
         if not reader.fieldnames or "file" not in reader.fieldnames:
             raise SourceError(f"{uri}: a manifest needs a 'file' column")
@@ -120,8 +121,3 @@ def open_s3(spec: str, options: dict[str, Any]) -> Source:
     if not key or key.endswith("/"):
         return S3Prefix(bucket, key, credentials, suffixes, manifest=manifest)
     raise parsed.error("options apply to a prefix (ending in /) or a pattern, not one object")
-
-
-def _describe(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return f"{error.get('Code', 'error')}: {error.get('Message') or exc}"

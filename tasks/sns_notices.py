@@ -30,6 +30,7 @@ from prefect_aws import AwsCredentials
 
 from blocks.aws import aws_client
 from blocks.sns import SnsTopic
+from tasks.errors import describe_aws_error
 from tasks.records import ResultChunk
 
 EVENT = "inference.finished"
@@ -71,7 +72,7 @@ class CompletionNotices:
                     )
                     problems.append(
                         f"SNS notice to {topic} for {len(ids)} request(s) ({shown}) "
-                        f"not sent: {_describe(exc)}"
+                        f"not sent: {describe_aws_error(exc)}"
                     )
         return problems
 
@@ -136,10 +137,3 @@ class CompletionNotices:
             params["MessageGroupId"] = "infergraph"
             params["MessageDeduplicationId"] = hashlib.sha256(message.encode()).hexdigest()
         aws_client("sns", credentials).publish(**params)
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message') or exc}"
-    return f"{type(exc).__name__}: {exc}"

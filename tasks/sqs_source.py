@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 
 from blocks.resolve import resolve_block
 from blocks.sqs import MAX_VISIBILITY_TIMEOUT, SqsQueue, clamp_visibility
+from tasks.errors import describe_aws_error
 from tasks.logs import run_logger
 from tasks.records import ImageRecord
 from tasks.sources import IMAGE_SUFFIXES, Source, SourceError
@@ -50,7 +51,7 @@ MAX_ATTRIBUTES = 10
 
 
 @dataclass(slots=True)
-class _InFlight:
+class InFlight:
     handle: str
     first_received: float  # epoch seconds, SQS's ApproximateFirstReceiveTimestamp
     visible_until: float  # monotonic
@@ -92,7 +93,7 @@ class SqsSource(Source):
         self._client = queue.client()
         self._log = run_logger(__name__)
         self._lock = threading.Lock()
-        self._inflight: dict[str, _InFlight] = {}
+        self._inflight: dict[str, InFlight] = {}
         self._last_beat = 0.0
         self._warned_limit: set[str] = set()
         self.dead_letter_url, self.max_receive_count = self._redrive()
@@ -158,7 +159,9 @@ class SqsSource(Source):
                 MessageAttributeNames=["All"],
             )
         except ClientError as exc:
-            raise SourceError(f"cannot receive from {self.description}: {_describe(exc)}") from exc
+            raise SourceError(
+                f"cannot receive from {self.description}: {describe_aws_error(exc)}"
+            ) from exc
         messages = response.get("Messages", [])
         if not messages:
             return None
@@ -184,12 +187,12 @@ class SqsSource(Source):
                 self._log.info("message %s: another run is processing its requests", mid)
         return records
 
-    def _accept(self, message: dict[str, Any]) -> tuple[_InFlight, list[ImageRecord]] | None:
+    def _accept(self, message: dict[str, Any]) -> tuple[InFlight, list[ImageRecord]] | None:
         """The message's records and lease, or None if it was handled here already."""
         mid = message["MessageId"]
         attributes = message.get("Attributes", {})
         now = time.monotonic()
-        entry = _InFlight(
+        entry = InFlight(
             handle=message["ReceiptHandle"],
             first_received=int(attributes.get("ApproximateFirstReceiveTimestamp", 0)) / 1000
             or time.time(),
@@ -210,7 +213,7 @@ class SqsSource(Source):
         try:
             parsed = parse_body(message.get("Body", ""), self.image_keys, self.suffixes)
         except MalformedMessage as exc:
-            self._set_aside(message, str(exc))
+            self.set_message_aside(message, str(exc))
             return None
         if not parsed.requests:
             self._log.info("message %s: %s; deleting it", mid, parsed.ignored)
@@ -233,7 +236,7 @@ class SqsSource(Source):
 
     def ack(self, groups: Sequence[str]) -> None:
         """Delete these messages: everything they carried is written."""
-        for chunk in _tens(self._take(groups)):
+        for chunk in in_tens(self._take(groups)):
             entries = [{"Id": str(i), "ReceiptHandle": e.handle} for i, (_, e) in enumerate(chunk)]
             failed = self._batch_call("delete_message_batch", entries, chunk)
             for mid, reason in failed:
@@ -248,7 +251,7 @@ class SqsSource(Source):
         if not taken:
             return
         delay = self.queue.retry_delay_seconds
-        for chunk in _tens(taken):
+        for chunk in in_tens(taken):
             entries = [
                 {
                     "Id": str(i),
@@ -290,7 +293,7 @@ class SqsSource(Source):
                 for mid, e in self._inflight.items()
                 if not e.lost and e.visible_until - now < timeout / 2 + 5
             ]
-        extend: list[tuple[str, _InFlight]] = []
+        extend: list[tuple[str, InFlight]] = []
         for mid, entry in due:
             allowed = self._allowed(entry, timeout)
             if allowed <= entry.visible_until - now:
@@ -302,7 +305,7 @@ class SqsSource(Source):
                     )
                 continue
             extend.append((mid, entry))
-        for chunk in _tens(extend):
+        for chunk in in_tens(extend):
             entries = [
                 {
                     "Id": str(i),
@@ -325,7 +328,7 @@ class SqsSource(Source):
             left = list(self._inflight)
         if left:
             self._log.warning("releasing %d unfinished message(s) to the queue", len(left))
-            for chunk in _tens(self._take(left)):
+            for chunk in in_tens(self._take(left)):
                 entries = [
                     {"Id": str(i), "ReceiptHandle": e.handle, "VisibilityTimeout": 0}
                     for i, (_, e) in enumerate(chunk)
@@ -339,23 +342,23 @@ class SqsSource(Source):
 
     # -- helpers -------------------------------------------------------------------
 
-    def _take(self, groups: Sequence[str]) -> list[tuple[str, _InFlight]]:
+    def _take(self, groups: Sequence[str]) -> list[tuple[str, InFlight]]:
         with self._lock:
             return [(g, self._inflight.pop(g)) for g in groups if g in self._inflight]
 
-    def _allowed(self, entry: _InFlight, wanted: int) -> int:
+    def _allowed(self, entry: InFlight, wanted: int) -> int:
         """``wanted`` seconds of visibility, clamped to what SQS still allows this message."""
         used = time.time() - entry.first_received
         return clamp_visibility(min(wanted, MAX_VISIBILITY_TIMEOUT - LIMIT_MARGIN - used))
 
     def _batch_call(
-        self, method: str, entries: list[dict[str, Any]], chunk: list[tuple[str, _InFlight]]
+        self, method: str, entries: list[dict[str, Any]], chunk: list[tuple[str, InFlight]]
     ) -> list[tuple[str, str]]:
         """Call a 10-entry batch API; return (message id, reason) for entries that failed."""
         try:
             response = getattr(self._client, method)(QueueUrl=self.queue.queue_url, Entries=entries)
         except ClientError as exc:
-            return [(mid, _describe(exc)) for mid, _ in chunk]
+            return [(mid, describe_aws_error(exc)) for mid, _ in chunk]
         return [
             (chunk[int(f["Id"])][0], f"{f.get('Code')}: {f.get('Message', '')}".strip())
             for f in response.get("Failed", [])
@@ -365,9 +368,9 @@ class SqsSource(Source):
         try:
             self._client.delete_message(QueueUrl=self.queue.queue_url, ReceiptHandle=handle)
         except ClientError as exc:
-            self._problem(f"message {mid}: cannot delete ({_describe(exc)})")
+            self._problem(f"message {mid}: cannot delete ({describe_aws_error(exc)})")
 
-    def _set_aside(self, message: dict[str, Any], reason: str) -> None:
+    def set_message_aside(self, message: dict[str, Any], reason: str) -> None:
         """Move an unreadable message to the dead-letter queue with its reason; never drop it."""
         mid = message["MessageId"]
         if not self.dead_letter_url:
@@ -400,7 +403,7 @@ class SqsSource(Source):
         except ClientError as exc:
             self._problem(
                 f"message {mid}: {reason}; moving it to the dead-letter queue failed "
-                f"({_describe(exc)}), so it stays on the queue"
+                f"({describe_aws_error(exc)}), so it stays on the queue"
             )
             return
         self._delete(mid, message["ReceiptHandle"])
@@ -415,7 +418,7 @@ class SqsSource(Source):
                 VisibilityTimeout=MAX_VISIBILITY_TIMEOUT - LIMIT_MARGIN,
             )
         except ClientError as exc:
-            self._log.warning("cannot hide an unreadable message: %s", _describe(exc))
+            self._log.warning("cannot hide an unreadable message: %s", describe_aws_error(exc))
 
     def _problem(self, text: str) -> None:
         self._log.warning(text)
@@ -429,7 +432,9 @@ class SqsSource(Source):
                 QueueUrl=self.queue.queue_url, AttributeNames=["RedrivePolicy"]
             ).get("Attributes", {})
         except ClientError as exc:
-            raise SourceError(f"cannot use queue {self.description}: {_describe(exc)}") from exc
+            raise SourceError(
+                f"cannot use queue {self.description}: {describe_aws_error(exc)}"
+            ) from exc
         policy = json.loads(attributes.get("RedrivePolicy") or "{}")
         max_count = int(policy["maxReceiveCount"]) if "maxReceiveCount" in policy else None
         if self.queue.dead_letter_queue_url or "deadLetterTargetArn" not in policy:
@@ -438,7 +443,7 @@ class SqsSource(Source):
         try:
             url = self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
         except ClientError as exc:
-            self._log.warning("cannot find dead-letter queue %s: %s", name, _describe(exc))
+            self._log.warning("cannot find dead-letter queue %s: %s", name, describe_aws_error(exc))
             return None, max_count
         return url["QueueUrl"], max_count
 
@@ -449,14 +454,9 @@ def _sendable(attributes: dict[str, Any]) -> dict[str, Any]:
     return {k: {f: v[f] for f in keep if f in v} for k, v in attributes.items()}
 
 
-def _tens(items: list[Any]) -> Iterator[list[Any]]:
+def in_tens(items: list[Any]) -> Iterator[list[Any]]:
     for start in range(0, len(items), 10):
         yield items[start : start + 10]
-
-
-def _describe(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return f"{error.get('Code', 'error')}: {error.get('Message') or exc}"
 
 
 def open_sqs(spec: str, options: dict[str, Any]) -> SqsSource:

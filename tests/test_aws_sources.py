@@ -15,7 +15,7 @@ from tasks.s3_source import S3Prefix
 from tasks.sources import SourceError, UriList, open_source
 from tasks.specs import SpecError
 from tasks.sqs_messages import MalformedMessage, parse_body
-from tasks.sqs_source import SqsSource, _InFlight
+from tasks.sqs_source import InFlight, SqsSource
 from tests.support.queues import queue_counts
 
 
@@ -250,14 +250,14 @@ def test_visibility_is_clamped_to_the_twelve_hour_limit(aws):
     assert SqsQueue(queue_url="u", visibility_timeout=86_400).visibility_timeout == 43_200
     queue = _queue(aws, visibility_timeout=600)
     source = SqsSource(queue)
-    old = _InFlight(
+    old = InFlight(
         "h",
         first_received=time.time() - MAX_VISIBILITY_TIMEOUT + 200,
         visible_until=0,
         receive_count=1,
     )
     assert 130 <= source._allowed(old, 600) <= 140  # 200 s left, minus a 60 s margin
-    fresh = _InFlight("h", first_received=time.time(), visible_until=0, receive_count=1)
+    fresh = InFlight("h", first_received=time.time(), visible_until=0, receive_count=1)
     assert source._allowed(fresh, 600) == 600
 
 
