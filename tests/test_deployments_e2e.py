@@ -87,7 +87,7 @@ class Processes:
             raise AssertionError(
                 f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
             )
-        return done.stdout
+        return done.stdout + done.stderr
 
     def stop(self, name: str, proc: subprocess.Popen) -> None:
         """SIGTERM the process and everything it started (flow runs too), then SIGKILL."""
@@ -283,7 +283,10 @@ def test_s3_uploads_drive_the_deployed_flows(stack: Stack, aws: Any) -> None:
         ],
     )
     mark("blocks saved")
-    processes.run("deploy", [sys.executable, "-m", "prefect", "deploy", "--all"], timeout=240)
+    deployed = processes.run(
+        "deploy", [sys.executable, "-m", "prefect", "deploy", "--all"], timeout=240
+    )
+    assert "not found in provided values" not in deployed  # no unresolved template in the file
     mark("deployed")
     processes.start(
         "bridge", [sys.executable, "-m", "flows.s3_events_bridge", "--queue", "s3-events"]
@@ -516,15 +519,19 @@ def test_container_pools_accept_the_job_variables(
     assert text.count("work_pool: &work_pool process\n") == 1
     variant = stack.home / f"prefect.{pool}.yaml"
     variant.write_text(text.replace("&work_pool process", f"&work_pool {pool}"))
-    env = {**processes.env, "INFERGRAPH_IMAGE": "registry.example.com/infergraph:1.0"}
-    env["INFERGRAPH_TASK_ROLE_ARN"] = "arn:aws:iam::123456789012:role/infergraph-flows"
+    for name, value in {
+        "infergraph_image": "registry.example.com/infergraph:1.0",
+        "infergraph_task_role_arn": "arn:aws:iam::123456789012:role/infergraph-flows",
+    }.items():
+        if not api.post("/variables/filter", {"variables": {"name": {"any_": [name]}}}):
+            api.post("/variables/", {"name": name, "value": value})
     done = subprocess.run(
         [
             *(sys.executable, "-m", "prefect", "deploy", "--prefect-file", str(variant)),
             *("--name", "refresh-bulk-loads", "--name", "schedule-reasoning-job"),
         ],
         cwd=REPO,
-        env=env,
+        env=processes.env,
         capture_output=True,
         text=True,
         timeout=240,
@@ -543,6 +550,8 @@ def test_container_pools_accept_the_job_variables(
         assert deployment["work_pool_name"] == pool
         variables = deployment["job_variables"]
         assert variables["image"] == "registry.example.com/infergraph:1.0"
+        if pool == "ecs":
+            assert variables["task_role_arn"].endswith(":role/infergraph-flows")
         sizes = {"cpu_request", "memory_request"} if pool == "kubernetes" else {"cpu", "memory"}
         assert sizes <= set(variables) and sizes <= set(template)
     big = api.deployment("schedule-reasoning-job/schedule-reasoning-job")["job_variables"]
