@@ -127,7 +127,9 @@ def test_local_aws_up_creates_everything_and_saves_blocks(prefect_server, aws, t
 
     written = tmp_path / "blocks.yaml"
     assert "sqs-queue" in written.read_text()
-    assert len(block_config.apply(written, {}, dry_run=True)) == 7  # the file re-applies
+    described = block_config.load_file(written)
+    reapplied = block_config.apply(written, {}, dry_run=True)  # the file re-applies
+    assert len(reapplied) == sum(len(names) for names in described.values()) >= 7
 
     assert local_aws.enqueue(25, 10, endpoint=endpoint) == 25
     messages = int(
