@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError
 from prefect.events import Event
 from prefect.exceptions import PrefectHTTPStatusError
 
@@ -48,7 +48,7 @@ from blocks.sqs import SqsQueue
 from tasks.logs import run_logger
 from tasks.sources import IMAGE_SUFFIXES, SourceError
 from tasks.sqs_messages import MalformedMessage, S3Object, parse_body
-from tasks.sqs_source import InFlight, SqsSource, describe_aws_error, in_tens
+from tasks.sqs_source import InFlight, SqsSource, in_tens
 
 EVENT = "aws.s3.object.created"
 #: Object kinds, by key ending, copied into the ``aws.s3.object.kind`` label.
@@ -176,21 +176,9 @@ class S3EventQueue(SqsSource):
         """One long poll: notifications to emit; None when no message came."""
         count = self.max_messages if limit is None else max(1, min(limit, self.max_messages))
         try:
-            response = self._client.receive_message(
-                QueueUrl=self.queue.queue_url,
-                MaxNumberOfMessages=count,
-                WaitTimeSeconds=wait,
-                VisibilityTimeout=self.queue.visibility_timeout,
-                MessageSystemAttributeNames=[
-                    "ApproximateReceiveCount",
-                    "ApproximateFirstReceiveTimestamp",
-                ],
-                MessageAttributeNames=["All"],
-            )
-        except (ClientError, BotoCoreError) as exc:
-            reason = describe_aws_error(exc) if isinstance(exc, ClientError) else str(exc)
-            raise SourceError(f"cannot receive from {self.description}: {reason}") from exc
-        messages = response.get("Messages", [])
+            messages = self.receive_messages(count, wait)
+        except BotoCoreError as exc:  # no answer at all: the service loop backs off and retries
+            raise SourceError(f"cannot receive from {self.description}: {exc}") from exc
         if not messages:
             return None
         self.received += len(messages)

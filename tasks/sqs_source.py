@@ -141,11 +141,8 @@ class SqsSource(Source):
         if batch:
             yield batch
 
-    def _poll(self, wait: int) -> list[ImageRecord] | None:
-        """One receive: the records of its messages, or None if no message came."""
-        count = self.queue.max_messages
-        if self.message_limit is not None:
-            count = min(count, self.message_limit - self.received)
+    def receive_messages(self, count: int, wait: int) -> list[dict[str, Any]]:
+        """One long poll of up to ``count`` messages, hidden for the queue's visibility timeout."""
         try:
             response = self._client.receive_message(
                 QueueUrl=self.queue.queue_url,
@@ -162,7 +159,14 @@ class SqsSource(Source):
             raise SourceError(
                 f"cannot receive from {self.description}: {describe_aws_error(exc)}"
             ) from exc
-        messages = response.get("Messages", [])
+        return response.get("Messages", [])
+
+    def _poll(self, wait: int) -> list[ImageRecord] | None:
+        """One receive: the records of its messages, or None if no message came."""
+        count = self.queue.max_messages
+        if self.message_limit is not None:
+            count = min(count, self.message_limit - self.received)
+        messages = self.receive_messages(count, wait)
         if not messages:
             return None
         self.received += len(messages)
