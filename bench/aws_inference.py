@@ -34,8 +34,6 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +44,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO)]
+
+from bench.harness import run_child, start_moto  # noqa: E402  (needs REPO on the path)
 
 BUCKET, PREFIX, TABLE = "bench", "digits/", "bench-results"
 RAW_TABLE = "bench-raw-writes"  # kept apart, so the flow's table holds only its items
@@ -238,39 +238,6 @@ def child_flow(endpoint: str, count: int, batch_size: int, in_flight: int, downl
     }
 
 
-def run_child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, env=env, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"child {args} failed with code {done.returncode}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def start_moto() -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{endpoint}/moto-api/", timeout=2)
-            return proc, endpoint
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto did not start") from None
-            time.sleep(0.1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="S3 → model → DynamoDB benchmark")
     parser.add_argument("--quick", action="store_true")
@@ -332,7 +299,7 @@ def main() -> None:
 
             def measure(mode: str, *extra: int) -> dict[str, Any]:
                 before = emulator_cpu()
-                result = run_child([mode, *common, *map(str, extra)], env)
+                result = run_child(__file__, [mode, *common, *map(str, extra)], env)
                 result["moto_cpu_seconds"] = emulator_cpu() - before
                 return result
 

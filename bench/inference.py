@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
+
+from bench.harness import run_child  # noqa: E402  (needs REPO on the path)
 
 DIGITS = "predictors.digits:DigitsClassifier"
 RESNET = "resnet:ResNet18Predictor"
@@ -134,16 +135,6 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def run_child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter, which reports its own peak RSS."""
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE, env=env, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"child {args} failed with code {done.returncode}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Inference flow benchmark")
     parser.add_argument("--quick", action="store_true")
@@ -188,15 +179,17 @@ def main() -> None:
         batch = str(args.batch_size)
 
         def flow_case(folder: Path, predictor: str) -> dict[str, Any]:
-            return run_child(["flow", str(folder), predictor, batch, str(root / "out.jsonl")], env)
+            return run_child(
+                __file__, ["flow", str(folder), predictor, batch, str(root / "out.jsonl")], env
+            )
 
         digits = make_folder(root, "digits", digits_src, sizes["digits"])
-        bare = run_child(["bare-decode", str(digits), DIGITS, batch], env)
+        bare = run_child(__file__, ["bare-decode", str(digits), DIGITS, batch], env)
         flow = flow_case(digits, DIGITS)
         results["digits"] = compare(sizes["digits"], bare, flow)
 
         resnet = make_folder(root, "photos", photos, sizes["resnet"])
-        bare = run_child(["bare-compute", str(resnet), RESNET, batch], env)
+        bare = run_child(__file__, ["bare-compute", str(resnet), RESNET, batch], env)
         flow = flow_case(resnet, RESNET)
         results["resnet18"] = compare(sizes["resnet"], bare, flow)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+
+from bench.harness import start_moto  # noqa: E402  (needs REPO on the path)
+
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
 for name, value in {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -37,20 +39,6 @@ for name, value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }.items():
     os.environ[name] = value
-
-
-def _moto() -> tuple[subprocess.Popen, str]:
-    from tests.conftest import free_port, wait_for_http  # the test harness's own helpers
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/moto-api/", proc=proc)
-    return proc, url
 
 
 def _fill(sqs: Any, url: str, count: int, bucket: str) -> None:
@@ -109,7 +97,7 @@ def main() -> int:
     from blocks.sqs import SqsQueue
     from tasks.s3_events import S3EventQueue, bridge_s3_events
 
-    moto, endpoint = _moto()
+    moto, endpoint = start_moto()
     results: dict[str, list[float]] = {"bridge": [], "bridge_1_per_post": [], "sqs_floor": []}
     try:
         creds = AwsCredentials(
