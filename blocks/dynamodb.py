@@ -32,8 +32,9 @@ class DynamoDBTable(Block):
         default_factory=AwsCredentials, description="AWS credentials (region, endpoint)."
     )
 
-    def client(self) -> Any:
-        return aws_client("dynamodb", self.credentials)
+    def client(self, bulk: bool = False) -> Any:
+        """The table's client; ``bulk`` for batch writes built by code (see ``aws_client``)."""
+        return aws_client("dynamodb", self.credentials, bulk=bulk)
 
     def key_of(self, item: dict[str, Any]) -> dict[str, Any]:
         """The key attributes of ``item`` (raises KeyError naming the missing one)."""

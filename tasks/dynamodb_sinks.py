@@ -115,7 +115,7 @@ class DynamoDBResultsSink(Sink):
                 )
             requests.append({"PutRequest": {"Item": serialize_typed(item)}})
         batches = [requests[i : i + BATCH_LIMIT] for i in range(0, len(requests), BATCH_LIMIT)]
-        client = self.table.client()
+        client = self.table.client(bulk=True)
 
         def send(batch: list[dict[str, Any]]) -> None:
             batch_write(

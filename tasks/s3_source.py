@@ -62,7 +62,7 @@ class S3Prefix(Source):
         self.description = f"s3://{bucket}/{pattern or prefix}"
 
     def records(self) -> Iterator[ImageRecord]:
-        client = aws_client("s3", self.credentials)
+        client = aws_client("s3", self.credentials, bulk=True)
         manifest = self._manifest(client) if self.read_manifest else {}
         pages = client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket,

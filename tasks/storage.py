@@ -37,6 +37,6 @@ def read_uri(uri: str, credentials: AwsCredentials | None = None, s3_client: Any
         from blocks.aws import aws_client
 
         bucket, key = split_s3_uri(uri)
-        client = s3_client or aws_client("s3", credentials)
+        client = s3_client or aws_client("s3", credentials, bulk=True)
         return client.get_object(Bucket=bucket, Key=key)["Body"].read()
     return local_path(uri).read_bytes()

@@ -49,6 +49,30 @@ def test_s3_prefix_lists_every_page_filters_suffixes_and_reads_the_manifest(aws)
     assert labelled == {"s3://pics/set/img_03.png": {"label": "7"}}
 
 
+def test_bulk_clients_skip_timestamp_parsing_without_leaking_it_or_hiding_errors(aws):
+    from datetime import datetime
+
+    from tasks.fetch import _reason
+    from tasks.storage import read_uri
+
+    bulk = aws_client("s3", aws, bulk=True)
+    assert aws_client("s3", aws, bulk=True) is bulk  # cached like the plain one
+    _put(bulk, "pics", ["a.png"])
+    listed = bulk.list_objects_v2(Bucket="pics")["Contents"][0]["LastModified"]
+    assert isinstance(listed, str) and listed.startswith(str(datetime.now().year))
+    plain = aws_client("s3", aws)  # made after the bulk client, from the same credentials
+    assert plain is not bulk
+    assert isinstance(plain.list_objects_v2(Bucket="pics")["Contents"][0]["LastModified"], datetime)
+
+    assert read_uri("s3://pics/a.png", aws) == b"x"
+    with pytest.raises(Exception) as missing:
+        read_uri("s3://pics/b.png", aws)
+    assert _reason(missing.value) == "NoSuchKey: The specified key does not exist."
+    with pytest.raises(Exception) as bad_name:
+        read_uri("s3://Bad_Bucket!/a.png", aws)
+    assert 'Invalid bucket name "Bad_Bucket!"' in _reason(bad_name.value)
+
+
 def test_s3_spec_strings_choose_object_prefix_or_pattern(aws):
     s3 = aws_client("s3", aws)
     _put(s3, "pics", ["a/1.png", "a/2.jpg", "a/b/3.png", "c.png"])
