@@ -81,7 +81,8 @@ def inference(
             results/predictions.csv and .jsonl.
         batch_size: Images per forward pass (and per task run).
         max_in_flight: Batches downloading or predicting at once; bounds memory.
-        download_concurrency: Parallel downloads and decodes within a batch.
+        download_concurrency: Parallel downloads per worker process, shared by the
+            batches in flight (decoding uses one thread per core).
         max_pixels: Images with more pixels are rejected (decompression bombs).
         aws_credentials: AwsCredentials block (or its name) for reading images and
             writing s3:// sinks. Default: the queue block's credentials for an sqs://
