@@ -130,6 +130,24 @@ def setup(endpoint: str, dynamodb_endpoint: str, count: int) -> None:
 # Child modes: each prints one JSON line with its measurements.
 
 
+def measured(images: int, started: float, cpu: float) -> dict[str, Any]:
+    """Images done and the wall and CPU seconds since ``started`` / ``cpu`` (perf, process)."""
+    wall = time.perf_counter() - started
+    return {
+        "images": images,
+        "wall_seconds": wall,
+        "images_per_second": images / wall,
+        "cpu_seconds": time.process_time() - cpu,
+    }
+
+
+def result_item(row: dict[str, Any]) -> dict[str, Any]:
+    """A result row as a results-table item, keyed and typed as the flow's sink keys it."""
+    from tasks.dynamodb_items import flatten, result_id, serialize
+
+    return serialize({**flatten(row), "result_id": result_id(row["record_id"])})
+
+
 def child_raw_get(endpoint: str, count: int, threads: int) -> dict[str, Any]:
     from blocks.aws import aws_client
 
@@ -141,13 +159,7 @@ def child_raw_get(endpoint: str, count: int, threads: int) -> dict[str, Any]:
         sizes = list(
             pool.map(lambda k: len(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()), names)
         )
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {
-        "images": len(sizes),
-        "wall_seconds": wall,
-        "images_per_second": len(sizes) / wall,
-        "cpu_seconds": cpu,
-    }
+    return measured(len(sizes), started, cpu)
 
 
 def child_bare_model(endpoint: str, count: int, batch_size: int) -> dict[str, Any]:
@@ -167,13 +179,7 @@ def child_bare_model(endpoint: str, count: int, batch_size: int) -> dict[str, An
         batch_size,
         lambda blob, meta: predictor.preprocess_input(decode_image(blob, meta.record_id), meta),
     )
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {
-        "images": done,
-        "wall_seconds": wall,
-        "images_per_second": done / wall,
-        "cpu_seconds": cpu,
-    }
+    return measured(done, started, cpu)
 
 
 def prediction_fields() -> dict[str, Any]:
@@ -199,7 +205,6 @@ def child_raw_write(endpoint: str, count: int, threads: int) -> dict[str, Any]:
     from prefect_aws import AwsCredentials
 
     from blocks.aws import aws_client
-    from tasks.dynamodb_items import flatten, result_id, serialize
 
     dynamodb = aws_client("dynamodb", AwsCredentials.load("bench-moto-dynamodb"))
     prediction = prediction_fields()
@@ -207,7 +212,7 @@ def child_raw_write(endpoint: str, count: int, threads: int) -> dict[str, Any]:
     for name in keys(count):
         uri = f"s3://{BUCKET}/{name}"
         row = {"record_id": f"raw-{uri}", "uri": uri, **prediction, "status": "ok", "error": None}
-        items.append(serialize({**flatten(row), "result_id": result_id(row["record_id"])}))
+        items.append(result_item(row))
     batches = [items[i : i + 25] for i in range(0, count, 25)]
     cpu, started = time.process_time(), time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
@@ -219,13 +224,7 @@ def child_raw_write(endpoint: str, count: int, threads: int) -> dict[str, Any]:
                 batches,
             )
         )
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {
-        "images": count,
-        "wall_seconds": wall,
-        "images_per_second": count / wall,
-        "cpu_seconds": cpu,
-    }
+    return measured(count, started, cpu)
 
 
 def child_hand_written(
@@ -243,7 +242,6 @@ def child_hand_written(
     from predictors.base import RecordMeta
     from predictors.loading import PredictorSpec, get_predictor
     from tasks.decode import decode_image
-    from tasks.dynamodb_items import flatten, result_id, serialize
 
     s3 = aws_client("s3", credentials(endpoint))
     dynamodb = aws_client("dynamodb", AwsCredentials.load("bench-moto-dynamodb"))
@@ -256,7 +254,7 @@ def child_hand_written(
         return meta, predictor.preprocess_input(decode_image(data, uri), meta)
 
     def write(rows: list[dict[str, Any]]) -> None:
-        items = [serialize({**flatten(r), "result_id": result_id(r["record_id"])}) for r in rows]
+        items = [result_item(r) for r in rows]
         for i in range(0, len(items), 25):
             dynamodb.batch_write_item(
                 RequestItems={RAW_TABLE: [{"PutRequest": {"Item": it}} for it in items[i : i + 25]]}
@@ -289,13 +287,7 @@ def child_hand_written(
             done += len(batch)
         for future in writes:
             future.result()
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {
-        "images": done,
-        "wall_seconds": wall,
-        "images_per_second": done / wall,
-        "cpu_seconds": cpu,
-    }
+    return measured(done, started, cpu)
 
 
 def child_flow(endpoint: str, count: int, batch_size: int, in_flight: int, downloads: int) -> dict:
