@@ -9,22 +9,10 @@ from typing import Any
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:
-    """moto in server mode on a free loopback port (real HTTP, as in the tests); (process, URL)."""
-    from tests.conftest import free_port, wait_for_http  # the test harness's own helpers
+    """The test harness's own emulator start (imported late: conftest sets test-only env)."""
+    from tests.conftest import start_moto as start
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/moto-api/", proc=proc)
-    except RuntimeError:
-        proc.kill()
-        raise
-    return proc, url
+    return start()
 
 
 def run_child(script: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:

@@ -54,6 +54,23 @@ def wait_for_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None
     raise RuntimeError(f"server at {url} did not answer within {timeout}s")
 
 
+def start_moto() -> tuple[subprocess.Popen, str]:
+    """moto in server mode on a free loopback port (real HTTP); (process, URL)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/moto-api/", proc=proc)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc, url
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
     """A temporary Prefect API (SQLite) for every test that runs flows or uses blocks."""
@@ -66,15 +83,8 @@ def prefect_server() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto in server mode, as a subprocess on a free loopback port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_moto()
     try:
-        wait_for_http(f"{url}/moto-api/", proc=proc)
         yield url
     finally:
         proc.terminate()
