@@ -59,17 +59,22 @@ class ReasoningEnv:
             wait = 0
 
 
-def make_env(credentials: AwsCredentials, tmp_path: Path) -> ReasoningEnv:
-    s3 = aws_client("s3", credentials)
-    for bucket in (INPUT, OUTPUT):
-        s3.create_bucket(Bucket=bucket)
-    table = DynamoDBTable(
+def jobs_table(credentials: AwsCredentials) -> DynamoDBTable:
+    """The jobs table as ``python -m blocks.local_aws up`` creates it."""
+    return DynamoDBTable(
         table_name="reasoning-jobs",
         partition_key="dataset",
         sort_key="date_seq",
         index_name="status-index",
         credentials=credentials,
     )
+
+
+def make_env(credentials: AwsCredentials, tmp_path: Path) -> ReasoningEnv:
+    s3 = aws_client("s3", credentials)
+    for bucket in (INPUT, OUTPUT):
+        s3.create_bucket(Bucket=bucket)
+    table = jobs_table(credentials)
     JobStore(table).create_table()
     sns, sqs = aws_client("sns", credentials), aws_client("sqs", credentials)
     topic_arn = sns.create_topic(Name="reasoning-notices")["TopicArn"]

@@ -478,17 +478,10 @@ def _scan(credentials: Any, table: str) -> list[dict[str, Any]]:
 
 
 def _job(credentials: Any, dataset: str, job_id: str) -> Any:
-    from blocks.dynamodb import DynamoDBTable
     from tasks.reasoning.jobs import JobStore
+    from tests.reasoning_env import jobs_table
 
-    table = DynamoDBTable(
-        table_name="reasoning-jobs",
-        partition_key="dataset",
-        sort_key="date_seq",
-        index_name="status-index",
-        credentials=credentials,
-    )
-    return JobStore(table).get_by_id(job_id, dataset)
+    return JobStore(jobs_table(credentials)).get_by_id(job_id, dataset)
 
 
 def _messages(credentials: Any, queue: str) -> list[dict[str, Any]]:
