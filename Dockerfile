@@ -18,9 +18,9 @@
 #               -e INFERGRAPH_API_SIGNING_KEY=<32+ random bytes> \
 #               -e INFERGRAPH_API_USERS_FILE=/run/secrets/users.json \
 #               -e INFERGRAPH_HEALTH_URL=http://127.0.0.1:8000/health \
-#               infergraph python -m api --host 0.0.0.0 --port 8000
+#               infergraph python -m infergraph.api --host 0.0.0.0 --port 8000
 #             (mount the users file as a secret; the image holds no secrets)
-#   S3 events bridge: python -m flows.s3_events_bridge --queue s3-events
+#   S3 events bridge: python -m infergraph.events --queue s3-events
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
@@ -41,11 +41,10 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY .ci/install-image .ci/install-image
 RUN TORCH_INDEX_URL="${TORCH_INDEX_URL}" .ci/install-image deps
 
+COPY infergraph infergraph
 COPY flows flows
 COPY tasks tasks
 COPY blocks blocks
-COPY predictors predictors
-COPY api api
 COPY prefect.yaml ./
 RUN .ci/install-image project \
     && mkdir results logs \

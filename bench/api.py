@@ -3,7 +3,7 @@
     python bench/api.py                          # 3 interleaved repeats of 5 s (~2 min)
     python bench/api.py --duration 2 --repeats 1 # quicker
 
-Starts ``python -m api`` itself twice (a temporary users file, the request log
+Starts ``python -m infergraph.api`` itself twice (a temporary users file, the request log
 on, as in production): micro-batching on, and off (batch size 1). Each is
 driven by N concurrent keep-alive connections that each send one shipped digit
 PNG at a time. The same run measures the bare model loop: decode, preprocess
@@ -40,11 +40,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from api.users import hash_password  # noqa: E402
-from predictors.base import RecordMeta  # noqa: E402
-from predictors.digits import SAMPLES  # noqa: E402
-from predictors.loading import PredictorSpec, get_predictor  # noqa: E402
-from tasks.decode import decode_image  # noqa: E402
+from infergraph.api.users import hash_password  # noqa: E402
+from infergraph.inference.decode import decode_image  # noqa: E402
+from infergraph.predictors.base import RecordMeta  # noqa: E402
+from infergraph.predictors.digits import SAMPLES  # noqa: E402
+from infergraph.predictors.loading import PredictorSpec, get_predictor  # noqa: E402
 
 PASSWORD = "bench-password"
 CLIENTS = (1, 8, 32)
@@ -60,7 +60,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def bare_loop(images: list[bytes], duration: float, per_pass: int) -> dict[str, Any]:
     """Decode, preprocess and predict in this process, ``per_pass`` images per forward pass."""
-    predictor = get_predictor(PredictorSpec(path="predictors.digits:DigitsClassifier"))
+    predictor = get_predictor(PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"))
     latencies: list[float] = []
     done = 0
     started = time.perf_counter()

@@ -59,7 +59,7 @@ from bench.harness import run_child, start_moto  # noqa: E402  (needs REPO on th
 
 BUCKET, PREFIX, TABLE = "bench", "digits/", "bench-results"
 RAW_TABLE = "bench-raw-writes"  # kept apart, so the flow's table holds only its items
-DIGITS = "predictors.digits:DigitsClassifier"
+DIGITS = "infergraph.predictors.digits:DigitsClassifier"
 TARGET = 0.8
 
 
@@ -80,10 +80,10 @@ def keys(count: int) -> list[str]:
 
 def setup(endpoint: str, dynamodb_endpoint: str, count: int) -> None:
     """The bucket with ``count`` images (cycling over the samples) and the results table."""
-    from blocks import config as block_config
-    from blocks.aws import aws_client
-    from blocks.local_aws import Table, create_table
-    from predictors.digits import SAMPLES
+    from infergraph import blockconfig as block_config
+    from infergraph.aws.clients import aws_client
+    from infergraph.devstack import Table, create_table
+    from infergraph.predictors.digits import SAMPLES
 
     creds = credentials(endpoint)
     s3 = aws_client("s3", creds)
@@ -143,13 +143,13 @@ def measured(images: int, started: float, cpu: float) -> dict[str, Any]:
 
 def result_item(row: dict[str, Any]) -> dict[str, Any]:
     """A result row as a results-table item, keyed and typed as the flow's sink keys it."""
-    from tasks.dynamodb_items import flatten, result_id, serialize
+    from infergraph.aws.dynamodb import flatten, result_id, serialize
 
     return serialize({**flatten(row), "result_id": result_id(row["record_id"])})
 
 
 def child_raw_get(endpoint: str, count: int, threads: int) -> dict[str, Any]:
-    from blocks.aws import aws_client
+    from infergraph.aws.clients import aws_client
 
     s3 = aws_client("s3", credentials(endpoint))
     names = keys(count)
@@ -165,9 +165,9 @@ def child_raw_get(endpoint: str, count: int, threads: int) -> dict[str, Any]:
 def child_bare_model(endpoint: str, count: int, batch_size: int) -> dict[str, Any]:
     """Decode, preprocess and predict in-memory images batch by batch: the model's ceiling."""
     from bench.bare import run_batches
-    from predictors.digits import SAMPLES
-    from predictors.loading import PredictorSpec, get_predictor
-    from tasks.decode import decode_image
+    from infergraph.inference.decode import decode_image
+    from infergraph.predictors.digits import SAMPLES
+    from infergraph.predictors.loading import PredictorSpec, get_predictor
 
     predictor = get_predictor(PredictorSpec(path=DIGITS))
     sources = [p.read_bytes() for p in sorted(SAMPLES.glob("*.png"))]
@@ -184,10 +184,10 @@ def child_bare_model(endpoint: str, count: int, batch_size: int) -> dict[str, An
 
 def prediction_fields() -> dict[str, Any]:
     """The fields a real prediction adds to a result row (class, label, score, top-k)."""
-    from predictors.base import RecordMeta
-    from predictors.digits import SAMPLES
-    from predictors.loading import PredictorSpec, get_predictor
-    from tasks.decode import decode_image
+    from infergraph.inference.decode import decode_image
+    from infergraph.predictors.base import RecordMeta
+    from infergraph.predictors.digits import SAMPLES
+    from infergraph.predictors.loading import PredictorSpec, get_predictor
 
     predictor = get_predictor(PredictorSpec(path=DIGITS))
     sample = sorted(SAMPLES.glob("*.png"))[0]
@@ -204,7 +204,7 @@ def child_raw_write(endpoint: str, count: int, threads: int) -> dict[str, Any]:
     """One flow-shaped item per image written with batch_write_item: the write's own cost."""
     from prefect_aws import AwsCredentials
 
-    from blocks.aws import aws_client
+    from infergraph.aws.clients import aws_client
 
     dynamodb = aws_client("dynamodb", AwsCredentials.load("bench-moto-dynamodb"))
     prediction = prediction_fields()
@@ -238,10 +238,10 @@ def child_hand_written(
     import torch
     from prefect_aws import AwsCredentials
 
-    from blocks.aws import aws_client
-    from predictors.base import RecordMeta
-    from predictors.loading import PredictorSpec, get_predictor
-    from tasks.decode import decode_image
+    from infergraph.aws.clients import aws_client
+    from infergraph.inference.decode import decode_image
+    from infergraph.predictors.base import RecordMeta
+    from infergraph.predictors.loading import PredictorSpec, get_predictor
 
     s3 = aws_client("s3", credentials(endpoint))
     dynamodb = aws_client("dynamodb", AwsCredentials.load("bench-moto-dynamodb"))
@@ -293,8 +293,8 @@ def child_hand_written(
 def child_flow(endpoint: str, count: int, batch_size: int, in_flight: int, downloads: int) -> dict:
     from prefect_aws import AwsCredentials
 
-    from blocks.aws import aws_client
     from flows.inference import inference
+    from infergraph.aws.clients import aws_client
 
     cpu, started = time.process_time(), time.perf_counter()
     summary = inference(

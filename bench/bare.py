@@ -25,7 +25,7 @@ def run_batches(
     """
     import torch
 
-    from predictors.base import RecordMeta
+    from infergraph.predictors.base import RecordMeta
 
     done = 0
     for start in range(0, len(items), batch_size):

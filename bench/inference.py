@@ -33,7 +33,7 @@ sys.path[:0] = [str(REPO), str(HERE)]
 
 from bench.harness import run_child  # noqa: E402  (needs REPO on the path)
 
-DIGITS = "predictors.digits:DigitsClassifier"
+DIGITS = "infergraph.predictors.digits:DigitsClassifier"
 RESNET = "resnet:ResNet18Predictor"
 
 
@@ -90,8 +90,8 @@ def child_flow(folder: str, predictor: str, batch_size: int, out: str) -> dict[s
 def child_bare_decode(folder: str, predictor_path: str, batch_size: int) -> dict[str, Any]:
     """Read, decode, preprocess and predict in one thread, batch by batch: no Prefect."""
     from bench.bare import run_batches
-    from predictors.loading import PredictorSpec, get_predictor
-    from tasks.decode import decode_image
+    from infergraph.inference.decode import decode_image
+    from infergraph.predictors.loading import PredictorSpec, get_predictor
 
     predictor = get_predictor(PredictorSpec(path=predictor_path))
     paths = sorted(Path(folder).iterdir())
@@ -109,9 +109,9 @@ def child_bare_decode(folder: str, predictor_path: str, batch_size: int) -> dict
 def child_bare_compute(folder: str, predictor_path: str, batch_size: int) -> dict[str, Any]:
     """The model alone over already-decoded, already-preprocessed images."""
     from bench.bare import run_batches
-    from predictors.base import RecordMeta
-    from predictors.loading import PredictorSpec, get_predictor
-    from tasks.decode import decode_image
+    from infergraph.inference.decode import decode_image
+    from infergraph.predictors.base import RecordMeta
+    from infergraph.predictors.loading import PredictorSpec, get_predictor
 
     predictor = get_predictor(PredictorSpec(path=predictor_path))
     paths = sorted(Path(folder).iterdir())
@@ -158,7 +158,7 @@ def main() -> None:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    from predictors.digits import SAMPLES
+    from infergraph.predictors.digits import SAMPLES
 
     sizes = {"digits": 1000, "resnet": 64, "rss": (300, 2000)} if args.quick else {
         "digits": 5000, "resnet": 384, "rss": (1000, 20000)

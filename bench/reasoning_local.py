@@ -29,14 +29,14 @@ sys.path.insert(0, str(HERE.parent))
 
 from pyoxigraph import RdfFormat, Store  # noqa: E402
 
-from tasks.reasoning.examples import (  # noqa: E402
+from infergraph.reasoning.examples import (  # noqa: E402
     HIGH_VALUE_THRESHOLD,
     MAX_CHAIN_LENGTH,
     QUERIES,
     RULES,
     generate,
 )
-from tasks.reasoning.local_runner import materialise  # noqa: E402
+from infergraph.reasoning.runners.local import materialise  # noqa: E402
 
 
 def python_chains(data) -> dict[str, int]:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from predictors.base import ClassifierPredictor, RecordMeta
+from infergraph.predictors.base import ClassifierPredictor, RecordMeta
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)

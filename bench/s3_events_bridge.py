@@ -92,10 +92,10 @@ def main() -> int:
     from prefect.testing.utilities import prefect_test_harness
     from prefect_aws import AwsCredentials
 
-    from blocks.aws import aws_client
-    from blocks.local_aws import Queue, create_queue
     from blocks.sqs import SqsQueue
-    from tasks.s3_events import S3EventQueue, bridge_s3_events
+    from infergraph.aws.clients import aws_client
+    from infergraph.devstack import Queue, create_queue
+    from infergraph.events.bridge import S3EventQueue, bridge_s3_events
 
     moto, endpoint = start_moto()
     results: dict[str, list[float]] = {"bridge": [], "bridge_1_per_post": [], "sqs_floor": []}

@@ -13,7 +13,7 @@ from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
 from pydantic import Field
 
-from blocks.aws import aws_client
+from infergraph.aws.clients import aws_client
 
 
 class DynamoDBTable(Block):

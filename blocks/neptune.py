@@ -9,7 +9,7 @@ from prefect_aws import AwsCredentials
 from prefect_aws.client_parameters import AwsClientParameters
 from pydantic import Field, field_validator
 
-from blocks.aws import aws_client
+from infergraph.aws.clients import aws_client
 
 
 class NeptuneCluster(Block):

@@ -8,7 +8,7 @@ from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
 from pydantic import Field, field_validator
 
-from blocks.aws import aws_client
+from infergraph.aws.clients import aws_client
 
 #: SQS's own limits (seconds): visibility 0..12 h, long-poll wait 0..20 s.
 MAX_VISIBILITY_TIMEOUT = 43_200

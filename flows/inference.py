@@ -3,14 +3,12 @@
 ``python flows/inference.py`` classifies the shipped digit samples with the
 shipped model and writes ``results/predictions.csv`` and ``.jsonl``; see
 ``--help`` for everything else. The same flow reads S3 prefixes and SQS queues
-and writes DynamoDB, S3 CSV and SQS (``tasks/aws_schemes.py`` lists the
+and writes DynamoDB, S3 CSV and SQS (``infergraph/inference/aws_schemes.py`` lists the
 strings), with a requests table and SNS completion notices as options.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from typing import Any
 
@@ -18,25 +16,23 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_aws import AwsCredentials
 
-import tasks.aws_schemes  # noqa: F401  (registers the s3://, sqs://, dynamodb:// strings)
+import infergraph.inference.aws_schemes  # noqa: F401  (registers the s3://, sqs://, dynamodb:// strings)
 from blocks.dynamodb import DynamoDBTable
-from blocks.resolve import resolve_block
-from blocks.settings import local_settings
 from blocks.sns import SnsTopic
-from flows.pipeline import BatchPipeline
-from flows.runners import THREADS, infer_task_runner, started
-from predictors.digits import SAMPLES
-from predictors.loading import PredictorSpec, get_predictor
-from tasks.decode import DEFAULT_MAX_PIXELS
-from tasks.fetch import FetchOptions
-from tasks.reporting import publish_artifacts
-from tasks.requests_table import RequestsTable, ThenRequestsTable
-from tasks.sinks import DEFAULT_SINKS, Sink, open_sink
-from tasks.sns_notices import CompletionNotices
-from tasks.sources import open_source
-from tasks.sqs_source import SqsSource
-
-DEFAULT_PREDICTOR = "predictors.digits:DigitsClassifier"
+from infergraph.blockref import resolve_block
+from infergraph.inference.decode import DEFAULT_MAX_PIXELS
+from infergraph.inference.fetch import FetchOptions
+from infergraph.inference.notices import CompletionNotices
+from infergraph.inference.pipeline import BatchPipeline
+from infergraph.inference.reporting import publish_artifacts
+from infergraph.inference.requests_table import RequestsTable, ThenRequestsTable
+from infergraph.inference.runners import THREADS, infer_task_runner, started
+from infergraph.inference.sinks.base import DEFAULT_SINKS, Sink, open_sink
+from infergraph.inference.sources.base import open_source
+from infergraph.inference.sources.sqs import SqsSource
+from infergraph.predictors.digits import DEFAULT_PREDICTOR, SAMPLES
+from infergraph.predictors.loading import PredictorSpec, get_predictor
+from tasks.inference import infer_batch, write_results
 
 
 class RunIncomplete(RuntimeError):
@@ -71,7 +67,7 @@ def inference(
             or s3://bucket/photos/*.jpg; or sqs://<SqsQueue block> for request
             messages and S3 event notifications (?image_keys=s3_uri,image.uri
             names where requests keep the image; ?idle_polls=0 keeps polling).
-        predictor: Dotted path 'package.module:Class' of a predictors.base.Predictor.
+        predictor: Dotted path 'package.module:Class' of a infergraph.predictors.base.Predictor.
         predictor_options: Keyword arguments for the predictor (JSON object).
         sinks: Where results go, all written for each chunk: *.csv / *.jsonl local
             files; dynamodb://<DynamoDBTable block> (a results table;
@@ -123,6 +119,8 @@ def inference(
             pipeline = BatchPipeline(
                 source=src,
                 predictor=spec,
+                infer=infer_batch,
+                write=write_results,
                 sinks=outputs,
                 fetch=FetchOptions(credentials, download_concurrency, max_pixels),
                 batch_size=batch_size,
@@ -155,72 +153,7 @@ def _flow_run_id() -> str | None:
     return str(flow_run.id) if flow_run.id else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Classify images with a PyTorch predictor through the Prefect flow."
-    )
-    parser.add_argument(
-        "source", nargs="*", help="folder, glob, files, s3:// URIs or a queue (default: samples)"
-    )
-    parser.add_argument("--predictor", default=DEFAULT_PREDICTOR, help="package.module:Class")
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="predictor option; VALUE is parsed as JSON when it can be",
-    )
-    parser.add_argument(
-        "--sink", action="append", help="results destination (repeatable); default: results/"
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-in-flight", type=int, default=3)
-    parser.add_argument("--download-concurrency", type=int, default=16)
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
-    parser.add_argument("--aws-credentials", help="name of an AwsCredentials block")
-    parser.add_argument(
-        "--requests-table", help="name of the DynamoDBTable block of the requests table"
-    )
-    parser.add_argument("--notify-topic", help="name of an SnsTopic block for completion notices")
-    parser.add_argument(
-        "--task-runner",
-        default=THREADS,
-        help="threads (default), dask (a local cluster; dask?workers=N&threads=M), "
-        "or tcp://host:port of a Dask scheduler",
-    )
-    args = parser.parse_args(argv)
-    source: str | list[str] = str(SAMPLES)
-    if len(args.source) == 1:
-        source = args.source[0]
-    elif args.source:
-        source = args.source
-    with local_settings():
-        inference(
-            source=source,
-            predictor=args.predictor,
-            predictor_options=dict(_parse_option(o) for o in args.option),
-            sinks=args.sink,
-            batch_size=args.batch_size,
-            max_in_flight=args.max_in_flight,
-            download_concurrency=args.download_concurrency,
-            max_pixels=args.max_pixels,
-            aws_credentials=args.aws_credentials,
-            requests_table=args.requests_table,
-            notify_topic=args.notify_topic,
-            task_runner=args.task_runner,
-        )
-    return 0
-
-
-def _parse_option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise SystemExit(f"--option expects KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from infergraph.inference.cli import main
+
+    sys.exit(main(inference))

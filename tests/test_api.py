@@ -1,4 +1,4 @@
-"""The online prediction API, against a real ``python -m api`` (uvicorn) on 127.0.0.1.
+"""The online prediction API, against a real ``python -m infergraph.api`` (uvicorn) on 127.0.0.1.
 
 Clients speak HTTP through httpx; failed sign-ins come from distinct client
 addresses via ``X-Forwarded-For`` (uvicorn trusts it from 127.0.0.1), so the
@@ -30,12 +30,12 @@ import jwt
 import pytest
 from PIL import Image
 
-from api.users import hash_password
-from predictors.digits import SAMPLES
-from predictors.loading import PredictorSpec, get_predictor
-from tasks.batch import run_batch
-from tasks.fetch import FetchOptions
-from tasks.records import ImageRecord
+from infergraph.api.users import hash_password
+from infergraph.inference.batch import run_batch
+from infergraph.inference.fetch import FetchOptions
+from infergraph.inference.records import ImageRecord
+from infergraph.predictors.digits import SAMPLES
+from infergraph.predictors.loading import PredictorSpec, get_predictor
 from tests.conftest import REPO, free_port, wait_for_http
 
 PASSWORD = "correct horse battery staple"
@@ -89,7 +89,7 @@ class Api:
 
 
 def start_api(root: Path, users_file: Path | None, **env: str) -> Api:
-    """``python -m api`` with test limits, its log under ``root``; the caller must stop it."""
+    """``python -m infergraph.api`` with test limits, logging under ``root``; caller stops it."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     key = secrets.token_urlsafe(48)
@@ -314,7 +314,7 @@ def test_bad_tokens_get_401(api: Api, token: str, make_headers: Any, detail: str
 def test_new_user_can_sign_in_without_restart_and_removed_user_is_refused(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from api.users import main
+    from infergraph.api.users import main
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("carol-password\n"))
     args = ["--file", str(api.users_file), "--password-stdin", "--rounds", "4"]
@@ -506,7 +506,7 @@ async def _predict_all(api: Api, token: str, paths: list[Path], concurrency: int
 
 def _batch_path(paths: list[Path], batch_size: int) -> dict[str, dict[str, Any]]:
     """The batch flow's per-batch body on the same files, ``batch_size`` images per pass."""
-    predictor = get_predictor(PredictorSpec(path="predictors.digits:DigitsClassifier"))
+    predictor = get_predictor(PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"))
     rows: dict[str, dict[str, Any]] = {}
     for start in range(0, len(paths), batch_size):
         records = [ImageRecord(uri=str(p)) for p in paths[start : start + batch_size]]
@@ -655,8 +655,8 @@ def test_secret_block_users_dynamodb_log_and_flush_on_shutdown(
     file; rows still queued at shutdown are written before the server exits."""
     from prefect.settings import PREFECT_API_URL
 
-    from api.users import main
     from blocks.dynamodb import DynamoDBTable
+    from infergraph.api.users import main
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("dave-password\n"))
     added = main(["add", "dave", "--secret", "api-test-users", "--password-stdin", "--rounds", "4"])

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from api.auth import FailedLoginLimiter
-from api.batcher import BatcherClosed, MicroBatcher
-from api.requestlog import RequestContext, RequestLog
-from api.users import UsersError, UserStore, hash_password, hash_rounds, parse_users
-from tasks.records import ResultChunk
-from tasks.sinks import JsonLinesFileSink, Sink
+from infergraph.api.auth import FailedLoginLimiter
+from infergraph.api.batcher import BatcherClosed, MicroBatcher
+from infergraph.api.requestlog import RequestContext, RequestLog
+from infergraph.api.users import UsersError, UserStore, hash_password, hash_rounds, parse_users
+from infergraph.inference.records import ResultChunk
+from infergraph.inference.sinks.base import JsonLinesFileSink, Sink
 
 
 def test_batcher_routes_results_and_respects_max_size() -> None:

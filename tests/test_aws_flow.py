@@ -1,6 +1,6 @@
 """The inference flow end to end on emulated AWS: queues in, every sink out.
 
-Blocks are saved on the session's Prefect server through ``blocks.config`` and
+Blocks are saved on the session's Prefect server through ``infergraph.blockconfig`` and
 named in the flow's parameters, as a deployment would; runs that must be killed
 or run side by side are real subprocesses of the CLI.
 """
@@ -22,10 +22,10 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from PIL import Image
 
-from blocks import config as block_config
-from blocks.aws import aws_client
-from blocks.local_aws import Queue, Resources, Table, Topic, provision
-from predictors.digits import SAMPLES
+from infergraph import blockconfig as block_config
+from infergraph.aws.clients import aws_client
+from infergraph.devstack import Queue, Resources, Table, Topic, provision
+from infergraph.predictors.digits import SAMPLES
 from tests.support.queues import queue_counts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,7 +115,7 @@ def _setup(aws, max_receive_count: int = 3, visibility: int = 30, **queue_fields
 def _send(aws, url: str, requests: list[list[dict]]) -> list[str]:
     sqs = aws_client("sqs", aws)
     dynamodb = aws_client("dynamodb", aws)
-    from tasks.dynamodb_items import serialize
+    from infergraph.aws.dynamodb import serialize
 
     ids = []
     for message in requests:

@@ -13,20 +13,24 @@ from decimal import Decimal
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
-from blocks.aws import aws_client
 from blocks.dynamodb import DynamoDBTable
-from blocks.local_aws import Queue, Table, create_queue, create_table
 from blocks.sns import SnsTopic
 from blocks.sqs import SqsQueue
-from tasks.dynamodb_items import serialize
-from tasks.dynamodb_sinks import DynamoDBResultsSink, UnprocessedItemsError, batch_write
-from tasks.errors import is_transient
-from tasks.records import ResultChunk
-from tasks.requests_table import RequestsTable
-from tasks.s3_csv_sink import S3CsvSink
-from tasks.sinks import SinkError
-from tasks.sns_notices import MAX_MESSAGE_BYTES, CompletionNotices
-from tasks.sqs_sink import POINTER_CLASS, SqsResultsSink
+from infergraph.aws.clients import aws_client
+from infergraph.aws.dynamodb import serialize
+from infergraph.aws.errors import is_transient
+from infergraph.devstack import Queue, Table, create_queue, create_table
+from infergraph.inference.notices import MAX_MESSAGE_BYTES, CompletionNotices
+from infergraph.inference.records import ResultChunk
+from infergraph.inference.requests_table import RequestsTable
+from infergraph.inference.sinks.base import SinkError
+from infergraph.inference.sinks.dynamodb import (
+    DynamoDBResultsSink,
+    UnprocessedItemsError,
+    batch_write,
+)
+from infergraph.inference.sinks.s3_csv import S3CsvSink
+from infergraph.inference.sinks.sqs import POINTER_CLASS, SqsResultsSink
 
 _deserializer = TypeDeserializer()
 
@@ -135,7 +139,7 @@ def test_requests_move_through_their_states_and_never_back(aws):
         dynamodb.put_item(TableName="requests", Item=serialize(item))
     tracker = RequestsTable(table, run_id="run-1")
 
-    from tasks.records import ImageRecord
+    from infergraph.inference.records import ImageRecord
 
     records = [ImageRecord("s3://b/1.png", {"request_id": r}) for r in ("r1", "r2", "r3")]
     assert tracker.mark_processing(records) == []
@@ -174,8 +178,8 @@ def test_requests_move_through_their_states_and_never_back(aws):
 
 
 def test_claims_skip_finished_requests_and_requests_another_run_holds(aws):
-    from tasks.records import ImageRecord
-    from tasks.sqs_source import BUSY, FINISHED, PROCESS
+    from infergraph.inference.records import ImageRecord
+    from infergraph.inference.sources.sqs import BUSY, FINISHED, PROCESS
 
     dynamodb = aws_client("dynamodb", aws)
     table = _table(aws, "requests", "request_id")

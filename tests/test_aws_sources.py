@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-import tasks.aws_schemes  # noqa: F401  (registers the s3:// and sqs:// sources)
-from blocks.aws import aws_client
-from blocks.local_aws import Queue, create_queue
+import infergraph.inference.aws_schemes  # noqa: F401  (registers the s3:// and sqs:// sources)
 from blocks.sqs import MAX_VISIBILITY_TIMEOUT, SqsQueue
-from tasks.s3_source import S3Prefix
-from tasks.sources import SourceError, UriList, open_source
-from tasks.specs import SpecError
-from tasks.sqs_messages import MalformedMessage, parse_body
-from tasks.sqs_source import InFlight, SqsSource
+from infergraph.aws.clients import aws_client
+from infergraph.devstack import Queue, create_queue
+from infergraph.inference.sources.base import SourceError, UriList, open_source
+from infergraph.inference.sources.messages import MalformedMessage, parse_body
+from infergraph.inference.sources.s3 import S3Prefix
+from infergraph.inference.sources.sqs import InFlight, SqsSource
+from infergraph.inference.specs import SpecError
 from tests.support.queues import queue_counts
 
 
@@ -52,8 +52,8 @@ def test_s3_prefix_lists_every_page_filters_suffixes_and_reads_the_manifest(aws)
 def test_bulk_clients_skip_timestamp_parsing_without_leaking_it_or_hiding_errors(aws):
     from datetime import datetime
 
-    from tasks.fetch import _reason
-    from tasks.storage import read_uri
+    from infergraph.aws.storage import read_uri
+    from infergraph.inference.fetch import _reason
 
     bulk = aws_client("s3", aws, bulk=True)
     assert aws_client("s3", aws, bulk=True) is bulk  # cached like the plain one
@@ -286,7 +286,7 @@ def test_visibility_is_clamped_to_the_twelve_hour_limit(aws):
 
 
 def test_a_claim_decides_which_messages_are_processed(aws):
-    from tasks.sqs_source import BUSY, FINISHED, PROCESS
+    from infergraph.inference.sources.sqs import BUSY, FINISHED, PROCESS
 
     queue = _queue(aws)
     sqs = aws_client("sqs", aws)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from blocks import config as block_config
 from blocks.dynamodb import DynamoDBTable
 from blocks.sqs import SqsQueue
+from infergraph import blockconfig as block_config
 
 CONFIG = """
 [aws-credentials.cfg-creds]
@@ -102,9 +102,9 @@ def test_yaml_files_are_read_too(tmp_path):
 def test_local_aws_up_creates_everything_and_saves_blocks(prefect_server, aws, tmp_path):
     from prefect_aws import AwsCredentials
 
-    from blocks import local_aws
-    from blocks.aws import aws_client
     from blocks.sns import SnsTopic
+    from infergraph import devstack as local_aws
+    from infergraph.aws.clients import aws_client
 
     endpoint = aws.aws_client_parameters.endpoint_url
     local_aws.up(endpoint=endpoint, home=tmp_path)
@@ -141,7 +141,7 @@ def test_local_aws_up_creates_everything_and_saves_blocks(prefect_server, aws, t
 
 
 def test_the_emulator_runs_in_the_background_until_stopped(tmp_path):
-    from blocks.local_aws import Emulator
+    from infergraph.devstack import Emulator
     from tests.conftest import free_port
 
     emulator = Emulator(tmp_path)

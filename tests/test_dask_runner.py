@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from flows.inference import inference
-from flows.runners import TaskRunnerChoiceError, infer_task_runner
-from predictors.base import RecordMeta
-from predictors.digits import SAMPLES, DigitsClassifier
+from infergraph.inference.runners import TaskRunnerChoiceError, infer_task_runner
+from infergraph.predictors.base import RecordMeta
+from infergraph.predictors.digits import SAMPLES, DigitsClassifier
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.decode import ImageDecodeError, decode_image
+from infergraph.inference.decode import ImageDecodeError, decode_image
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:

@@ -1,7 +1,7 @@
 """prefect.yaml, the emulator's resources and the real-AWS blocks file agree with each other.
 
 Fast checks without servers: every block a deployment names is one that
-``python -m blocks.local_aws up`` saves and one that ``blocks/aws.example.yaml`` defines (of
+``python -m infergraph.devstack up`` saves and one that ``blocks/aws.example.yaml`` defines (of
 the right type), every trigger matches a kind the bridge emits, and the S3 notification
 filters let through exactly the keys whose kind a trigger waits for. The deployments
 themselves are exercised against a real server in test_deployments_e2e.py.
@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from blocks import config as block_config
-from blocks import local_aws
-from tasks.s3_events import object_kind
+from infergraph import blockconfig as block_config
+from infergraph import devstack as local_aws
+from infergraph.events.bridge import object_kind
 from tests.conftest import REPO
 
 SPEC = yaml.safe_load((REPO / "prefect.yaml").read_text())

@@ -4,7 +4,7 @@ in S3 start the right flows by themselves.
 
 Everything runs as it would for a user, as separate processes talking HTTP: the server on
 SQLite, the worker running each flow run in its own Python process, moto in server mode, and
-``python -m flows.s3_events_bridge`` turning S3 notifications into Prefect events. Every
+``python -m infergraph.events`` turning S3 notifications into Prefect events. Every
 process started here is stopped at the end, whatever happens.
 
 Selected alone with ``pytest -m e2e``; part of the plain ``python -m pytest`` run.
@@ -249,9 +249,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def test_s3_uploads_drive_the_deployed_flows(stack: Stack, aws: Any) -> None:
-    from blocks.aws import aws_client
-    from predictors.digits import SAMPLES
-    from tasks.reasoning.examples import write_example
+    from infergraph.aws.clients import aws_client
+    from infergraph.predictors.digits import SAMPLES
+    from infergraph.reasoning.examples import write_example
 
     api, processes = stack.api, stack.processes
     endpoint = aws.aws_client_parameters.endpoint_url
@@ -263,7 +263,7 @@ def test_s3_uploads_drive_the_deployed_flows(stack: Stack, aws: Any) -> None:
     # One command: resources, S3 → SQS notifications and every block the deployments name.
     processes.run(
         "local-aws-up",
-        [sys.executable, "-m", "blocks.local_aws", "up", "--endpoint", endpoint, "--no-samples"],
+        [sys.executable, "-m", "infergraph.devstack", "up", "--endpoint", endpoint, "--no-samples"],
         timeout=120,
     )
     processes.start(
@@ -288,9 +288,7 @@ def test_s3_uploads_drive_the_deployed_flows(stack: Stack, aws: Any) -> None:
     )
     assert "not found in provided values" not in deployed  # no unresolved template in the file
     mark("deployed")
-    processes.start(
-        "bridge", [sys.executable, "-m", "flows.s3_events_bridge", "--queue", "s3-events"]
-    )
+    processes.start("bridge", [sys.executable, "-m", "infergraph.events", "--queue", "s3-events"])
 
     deployments = {name: api.deployment(name) for name in DEPLOYMENTS}
     ids = {name: d["id"] for name, d in deployments.items()}
@@ -468,7 +466,7 @@ def _state(api: Api, run_id: str) -> str:
 def _scan(credentials: Any, table: str) -> list[dict[str, Any]]:
     from boto3.dynamodb.types import TypeDeserializer
 
-    from blocks.aws import aws_client
+    from infergraph.aws.clients import aws_client
 
     plain = TypeDeserializer().deserialize
     pages = aws_client("dynamodb", credentials).get_paginator("scan").paginate(TableName=table)
@@ -478,14 +476,14 @@ def _scan(credentials: Any, table: str) -> list[dict[str, Any]]:
 
 
 def _job(credentials: Any, dataset: str, job_id: str) -> Any:
-    from tasks.reasoning.jobs import JobStore
-    from tests.reasoning_env import jobs_table
+    from infergraph.reasoning.jobs import JobStore
+    from tests.support.reasoning_env import jobs_table
 
     return JobStore(jobs_table(credentials)).get_by_id(job_id, dataset)
 
 
 def _messages(credentials: Any, queue: str) -> list[dict[str, Any]]:
-    from blocks.aws import aws_client
+    from infergraph.aws.clients import aws_client
 
     sqs = aws_client("sqs", credentials)
     url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]

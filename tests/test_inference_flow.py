@@ -21,15 +21,16 @@ from PIL import Image
 from prefect import flow
 
 from flows.inference import inference
-from flows.pipeline import BatchPipeline
-from predictors.digits import SAMPLES
-from predictors.digits.model import DigitsNet, to_model_input
-from predictors.loading import PredictorSpec, PredictorSpecError
-from tasks.decode import decode_image
-from tasks.fetch import FetchOptions
-from tasks.records import ImageRecord, ResultChunk
-from tasks.sinks import Sink
-from tasks.sources import Source
+from infergraph.inference.decode import decode_image
+from infergraph.inference.fetch import FetchOptions
+from infergraph.inference.pipeline import BatchPipeline
+from infergraph.inference.records import ImageRecord, ResultChunk
+from infergraph.inference.sinks.base import Sink
+from infergraph.inference.sources.base import Source
+from infergraph.predictors.digits import SAMPLES
+from infergraph.predictors.digits.model import DigitsNet, to_model_input
+from infergraph.predictors.loading import PredictorSpec, PredictorSpecError
+from tasks.inference import infer_batch, write_results
 from tests.test_decode import encode
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -152,7 +153,7 @@ def test_bad_files_become_per_record_errors(tmp_path: Path) -> None:
 def test_explicit_s3_uris_are_downloaded_concurrently_and_errors_named(
     aws: Any, tmp_path: Path
 ) -> None:
-    from blocks.aws import aws_client
+    from infergraph.aws.clients import aws_client
 
     s3 = aws_client("s3", aws)
     s3.create_bucket(Bucket="images")
@@ -287,7 +288,9 @@ class FakeQueue(Source):
 def drive(source, sinks, batch_size, max_in_flight=2):  # type: ignore[no-untyped-def]
     return BatchPipeline(
         source=source,
-        predictor=PredictorSpec(path="predictors.digits:DigitsClassifier"),
+        predictor=PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"),
+        infer=infer_batch,
+        write=write_results,
         sinks=sinks,
         fetch=FetchOptions(),
         batch_size=batch_size,

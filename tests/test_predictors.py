@@ -12,17 +12,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-from predictors.base import RecordError, RecordMeta
-from predictors.digits import SAMPLES, DigitsClassifier
-from predictors.digits.model import DigitsNet
-from predictors.loading import (
+from infergraph.inference.decode import decode_image
+from infergraph.predictors.base import RecordError, RecordMeta
+from infergraph.predictors.digits import SAMPLES, DigitsClassifier
+from infergraph.predictors.digits.model import DigitsNet
+from infergraph.predictors.loading import (
     PredictorSpec,
     PredictorSpecError,
     build_predictor,
     get_predictor,
     resolve_predictor_class,
 )
-from tasks.decode import decode_image
 from tests.support import predictors as support
 
 
@@ -39,10 +39,10 @@ def sample_images(count: int = 40) -> tuple[list[np.ndarray], list[RecordMeta], 
     [
         ("DigitsClassifier", "not of the form 'package.module:Class'"),
         ("predictors.nowhere:Thing", "cannot import module 'predictors.nowhere'"),
-        ("predictors.digits:Missing", "has no attribute 'Missing'"),
+        ("infergraph.predictors.digits:Missing", "has no attribute 'Missing'"),
         (
             "tests.support.predictors:NotAPredictor",
-            "is not a subclass of predictors.base.Predictor",
+            "is not a subclass of infergraph.predictors.base.Predictor",
         ),
         ("tests.support.predictors:LOADS", "is not a subclass"),
         ("tests.support.predictors:Incomplete", "does not implement postprocess_output, predict"),
@@ -55,23 +55,31 @@ def test_bad_predictor_paths_are_named(path: str, message: str) -> None:
 
 
 def test_both_path_styles_resolve() -> None:
-    assert resolve_predictor_class("predictors.digits:DigitsClassifier") is DigitsClassifier
-    assert resolve_predictor_class("predictors.digits.DigitsClassifier") is DigitsClassifier
+    assert (
+        resolve_predictor_class("infergraph.predictors.digits:DigitsClassifier") is DigitsClassifier
+    )
+    assert (
+        resolve_predictor_class("infergraph.predictors.digits.DigitsClassifier") is DigitsClassifier
+    )
 
 
 def test_bad_options_are_reported_with_the_predictor() -> None:
     with pytest.raises(PredictorSpecError, match=r"DigitsClassifier.*bad options.*colour"):
         build_predictor(
-            PredictorSpec(path="predictors.digits:DigitsClassifier", options={"colour": 1})
+            PredictorSpec(
+                path="infergraph.predictors.digits:DigitsClassifier", options={"colour": 1}
+            )
         )
     with pytest.raises(PredictorSpecError, match="top_k must be at least 1"):
         build_predictor(
-            PredictorSpec(path="predictors.digits:DigitsClassifier", options={"top_k": 0})
+            PredictorSpec(
+                path="infergraph.predictors.digits:DigitsClassifier", options={"top_k": 0}
+            )
         )
 
 
 def test_digits_results_have_the_contract_fields() -> None:
-    predictor = get_predictor(PredictorSpec(path="predictors.digits:DigitsClassifier"))
+    predictor = get_predictor(PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"))
     images, metas, labels = sample_images()
     results = predictor.run_batch(images, metas)
     assert all(isinstance(r, dict) for r in results)
@@ -99,7 +107,7 @@ def test_predictor_is_loaded_once_per_process_and_predicts_in_inference_mode() -
 
 
 def test_record_at_a_time_adapter_matches_batch_predictions() -> None:
-    batch = get_predictor(PredictorSpec(path="predictors.digits:DigitsClassifier"))
+    batch = get_predictor(PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"))
     single = get_predictor(PredictorSpec(path="tests.support.predictors:OneAtATimeDigits"))
     images, metas, _ = sample_images(24)
     expected = batch.run_batch(images, metas)
@@ -168,10 +176,10 @@ def test_exported_models_match_the_shipped_predictor(kind: str, tmp_path: Path) 
     options = {"model": str(path), "labels": str(SAMPLES.parent / "labels.txt")}
     options |= {"input_size": 32, "channels": 1, "top_k": 3}
     exported = get_predictor(
-        PredictorSpec(path="predictors.exported:ExportedModelPredictor", options=options)
+        PredictorSpec(path="infergraph.predictors.exported:ExportedModelPredictor", options=options)
     )
     assert exported._static_batch == (4 if kind == "static" else None)
-    reference = get_predictor(PredictorSpec(path="predictors.digits:DigitsClassifier"))
+    reference = get_predictor(PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"))
     images, metas, _ = sample_images(13)  # not a multiple of the static batch of 4
     for a, b in zip(
         reference.run_batch(images, metas), exported.run_batch(images, metas), strict=True
@@ -182,7 +190,7 @@ def test_exported_models_match_the_shipped_predictor(kind: str, tmp_path: Path) 
 
 
 def test_exported_model_from_s3(aws, prefect_server, tmp_path: Path) -> None:
-    from blocks.aws import aws_client
+    from infergraph.aws.clients import aws_client
 
     path = export("torchscript", tmp_path)
     s3 = aws_client("s3", aws)
@@ -202,7 +210,7 @@ def test_exported_model_from_s3(aws, prefect_server, tmp_path: Path) -> None:
         "aws_credentials": "test-models-s3",
     }
     predictor = get_predictor(
-        PredictorSpec(path="predictors.exported:ExportedModelPredictor", options=options)
+        PredictorSpec(path="infergraph.predictors.exported:ExportedModelPredictor", options=options)
     )
     images, metas, labels = sample_images(10)
     results = predictor.run_batch(images, metas)
@@ -222,7 +230,7 @@ def test_exported_model_errors_are_clear(tmp_path: Path) -> None:
 
 
 def exported_predictor(model: str, labels: str, **options):  # type: ignore[no-untyped-def]
-    from predictors.exported import ExportedModelPredictor
+    from infergraph.predictors.exported import ExportedModelPredictor
 
     return ExportedModelPredictor(model=model, labels=labels, **options)
 

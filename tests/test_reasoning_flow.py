@@ -11,9 +11,9 @@ import json
 import pytest
 
 from flows.reasoning import process_inference, refresh_bulk_loads, schedule_reasoning_job
-from tasks.reasoning.examples import write_example
-from tasks.reasoning.jobs import INVALID_JOBSPEC_DATASET, JobStatus
-from tests.reasoning_env import INPUT, OUTPUT, make_env
+from infergraph.reasoning.examples import write_example
+from infergraph.reasoning.jobs import INVALID_JOBSPEC_DATASET, JobStatus
+from tests.support.reasoning_env import INPUT, OUTPUT, make_env
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from blocks.dynamodb import DynamoDBTable
-from tasks.reasoning.jobs import (
+from infergraph.reasoning.jobs import (
     LOAD_TERMINAL_STATES,
     LOADER_STATUSES,
     TRANSITIONS,
@@ -64,7 +64,7 @@ import json, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from prefect_aws import AwsCredentials
 from blocks.dynamodb import DynamoDBTable
-from tasks.reasoning.jobs import JobStore
+from infergraph.reasoning.jobs import JobStore
 creds = AwsCredentials(aws_access_key_id="testing", aws_secret_access_key="testing",
     region_name="us-east-1", aws_client_parameters={{"endpoint_url": "{moto_endpoint}"}})
 store = JobStore(DynamoDBTable(table_name="jobs", partition_key="dataset", sort_key="date_seq",

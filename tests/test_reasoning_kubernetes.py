@@ -17,9 +17,9 @@ from kubernetes import client
 from prefect_kubernetes.credentials import KubernetesClusterConfig, KubernetesCredentials
 
 from flows.reasoning import refresh_bulk_loads, schedule_reasoning_job
-from tasks.reasoning import k8s_job
-from tasks.reasoning.jobs import JobStatus
-from tests.reasoning_env import INPUT, OUTPUT, make_env
+from infergraph.reasoning.jobs import JobStatus
+from infergraph.reasoning.runners import kubernetes as k8s_job
+from tests.support.reasoning_env import INPUT, OUTPUT, make_env
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

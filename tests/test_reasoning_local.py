@@ -8,18 +8,18 @@ from collections import defaultdict
 import pytest
 from pyoxigraph import RdfFormat, parse
 
-from tasks.reasoning.examples import (
+from infergraph.reasoning.examples import (
     HIGH_VALUE_THRESHOLD,
     MAX_CHAIN_LENGTH,
     Dataset,
     generate,
     write_example,
 )
-from tasks.reasoning.examples.transactions import RDF_TYPE, C, E, P
-from tasks.reasoning.jobspec import parse_jobspec
-from tasks.reasoning.local_runner import LocalRunFailed, run_local_job
-from tasks.reasoning.rdfox_log import parse_rdfox_log
-from tests.reasoning_env import OUTPUT
+from infergraph.reasoning.examples.transactions import RDF_TYPE, C, E, P
+from infergraph.reasoning.jobspec import parse_jobspec
+from infergraph.reasoning.rdfox_log import parse_rdfox_log
+from infergraph.reasoning.runners.local import LocalRunFailed, run_local_job
+from tests.support.reasoning_env import OUTPUT
 
 Path_ = tuple[str, ...]
 
@@ -103,7 +103,7 @@ def test_chains_match_plain_python(aws, tmp_path, triples, seed):
 
 
 def aws_s3(aws):
-    from blocks.aws import aws_client
+    from infergraph.aws.clients import aws_client
 
     s3 = aws_client("s3", aws)
     s3.create_bucket(Bucket=OUTPUT)

@@ -14,12 +14,12 @@ from prefect_aws import AwsCredentials
 
 from blocks.neptune import NeptuneCluster
 from flows.reasoning import refresh_bulk_loads
-from tasks.reasoning.jobs import LOADER_IN_PROGRESS, LOADER_STATUSES, JobStatus
-from tasks.reasoning.jobspec import parse_jobspec
-from tasks.reasoning.loaders import LoadRefused, NeptuneLoader, build_load_request
-from tasks.reasoning.notices import notice_subject
-from tests.fake_neptune import fake_neptune
-from tests.reasoning_env import INPUT, OUTPUT, make_env
+from infergraph.reasoning.jobs import LOADER_IN_PROGRESS, LOADER_STATUSES, JobStatus
+from infergraph.reasoning.jobspec import parse_jobspec
+from infergraph.reasoning.loaders import LoadRefused, NeptuneLoader, build_load_request
+from infergraph.reasoning.notices import notice_subject
+from tests.support.fake_neptune import fake_neptune
+from tests.support.reasoning_env import INPUT, OUTPUT, make_env
 
 SIGNER = AwsCredentials(
     aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="us-east-1"

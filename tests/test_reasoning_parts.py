@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from blocks.aws import aws_client
 from blocks.oxigraph import OxigraphStore
-from tasks.reasoning import k8s_job
-from tasks.reasoning.jobs import Job, JobStatus
-from tasks.reasoning.jobspec import JobSpecError, parse_jobspec
-from tasks.reasoning.loaders import LoadRefused, LoadRequest, OxigraphLoader
-from tasks.reasoning.notices import notice_body, notice_subject
-from tasks.reasoning.rdfox_log import LogParseError, human_duration, parse_rdfox_log
+from infergraph.aws.clients import aws_client
+from infergraph.reasoning.jobs import Job, JobStatus
+from infergraph.reasoning.jobspec import JobSpecError, parse_jobspec
+from infergraph.reasoning.loaders import LoadRefused, LoadRequest, OxigraphLoader
+from infergraph.reasoning.notices import notice_body, notice_subject
+from infergraph.reasoning.rdfox_log import LogParseError, human_duration, parse_rdfox_log
+from infergraph.reasoning.runners import kubernetes as k8s_job
 from tests.conftest import free_port, wait_for_http
 
 # -- the reasoner's log -------------------------------------------------------------------------

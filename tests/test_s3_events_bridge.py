@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from blocks.aws import aws_client
-from blocks.local_aws import Queue, create_queue
 from blocks.sqs import SqsQueue
-from tasks.s3_events import (
+from infergraph.aws.clients import aws_client
+from infergraph.devstack import Queue, create_queue
+from infergraph.events.bridge import (
     EVENT,
     S3EventQueue,
     Stopper,
@@ -30,7 +30,7 @@ from tasks.s3_events import (
     object_event,
     object_kind,
 )
-from tasks.sqs_messages import S3Object
+from infergraph.inference.sources.messages import S3Object
 from tests.conftest import REPO, free_port
 from tests.support.queues import queue_counts
 
@@ -506,7 +506,7 @@ def test_the_command_once_drains_and_exits(aws, prefect_server, tmp_path):
     _send(sqs, queue, {"Records": [_record(bucket, "in/a+b.png")]}, "not json")
 
     done = subprocess.run(
-        [sys.executable, "-m", "flows.s3_events_bridge", "--queue", block, "--once"],
+        [sys.executable, "-m", "infergraph.events", "--queue", block, "--once"],
         cwd=REPO,
         env=_command_env(tmp_path),
         capture_output=True,
@@ -536,7 +536,7 @@ def test_the_command_serves_until_sigterm_stops_it(aws, prefect_server, tmp_path
     sqs = aws_client("sqs", aws)
     bucket = _unique("svc")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.s3_events_bridge", "--queue", block],
+        [sys.executable, "-m", "infergraph.events", "--queue", block],
         cwd=REPO,
         env=_command_env(tmp_path),
         stdout=subprocess.PIPE,

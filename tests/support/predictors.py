@@ -10,9 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from predictors.base import ClassifierPredictor, Predictor, RecordMeta, RecordwisePredictor
-from predictors.digits import DigitsClassifier
-from predictors.digits.model import to_model_input
+from infergraph.predictors.base import (
+    ClassifierPredictor,
+    Predictor,
+    RecordMeta,
+    RecordwisePredictor,
+)
+from infergraph.predictors.digits import DigitsClassifier
+from infergraph.predictors.digits.model import to_model_input
 
 LOADS: dict[str, int] = {}
 _lock = threading.Lock()

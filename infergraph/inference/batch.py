@@ -1,0 +1,54 @@
+"""One batch through a predictor: images in, one result row per image out (no Prefect)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from infergraph.inference.fetch import FetchOptions, PreparedRecord, prepare_batch
+from infergraph.inference.records import ImageRecord
+from infergraph.predictors.base import Predictor, RecordError
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    """Result rows in input order, which of them may succeed if retried, and timings."""
+
+    rows: list[dict[str, Any]]
+    retryable: list[bool]
+    prepare_seconds: float = 0.0
+    predict_seconds: float = 0.0
+
+
+def result_row(
+    record: ImageRecord, output_fields: Sequence[str], outcome: dict[str, Any] | RecordError
+) -> dict[str, Any]:
+    """The row written to sinks: identity, request fields, prediction or error."""
+    row: dict[str, Any] = {"record_id": record.record_id, "uri": record.uri, **record.fields}
+    row.update(dict.fromkeys(output_fields))
+    if isinstance(outcome, RecordError):
+        row.update(status="error", error=str(outcome))
+    else:
+        row.update(outcome)
+        row.update(status="ok", error=None)
+    return row
+
+
+def run_batch(records: list[ImageRecord], predictor: Predictor, fetch: FetchOptions) -> BatchOutput:
+    """Prepare and predict one batch: the ``infer-batch`` task's body, callable without Prefect."""
+    started = time.perf_counter()
+    prepared: list[PreparedRecord] = prepare_batch(records, predictor, fetch)
+    prepared_at = time.perf_counter()
+    outcomes = predictor.run_prepared([p.value for p in prepared], [p.meta for p in prepared])
+    finished = time.perf_counter()
+    rows = [
+        result_row(r, predictor.output_fields, o) for r, o in zip(records, outcomes, strict=True)
+    ]
+    return BatchOutput(
+        rows=rows,
+        retryable=[p.retryable for p in prepared],
+        prepare_seconds=prepared_at - started,
+        predict_seconds=finished - prepared_at,
+    )

@@ -1,0 +1,80 @@
+"""``python flows/inference.py``: the inference flow from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from infergraph.inference.decode import DEFAULT_MAX_PIXELS
+from infergraph.inference.runners import THREADS
+from infergraph.local_prefect import local_settings
+from infergraph.predictors.digits import DEFAULT_PREDICTOR, SAMPLES
+
+
+def main(inference: Any, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run ``inference`` (passed in: the library never imports flows)."""
+    parser = argparse.ArgumentParser(
+        description="Classify images with a PyTorch predictor through the Prefect flow."
+    )
+    parser.add_argument(
+        "source", nargs="*", help="folder, glob, files, s3:// URIs or a queue (default: samples)"
+    )
+    parser.add_argument("--predictor", default=DEFAULT_PREDICTOR, help="package.module:Class")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="predictor option; VALUE is parsed as JSON when it can be",
+    )
+    parser.add_argument(
+        "--sink", action="append", help="results destination (repeatable); default: results/"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-in-flight", type=int, default=3)
+    parser.add_argument("--download-concurrency", type=int, default=16)
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    parser.add_argument("--aws-credentials", help="name of an AwsCredentials block")
+    parser.add_argument(
+        "--requests-table", help="name of the DynamoDBTable block of the requests table"
+    )
+    parser.add_argument("--notify-topic", help="name of an SnsTopic block for completion notices")
+    parser.add_argument(
+        "--task-runner",
+        default=THREADS,
+        help="threads (default), dask (a local cluster; dask?workers=N&threads=M), "
+        "or tcp://host:port of a Dask scheduler",
+    )
+    args = parser.parse_args(argv)
+    source: str | list[str] = str(SAMPLES)
+    if len(args.source) == 1:
+        source = args.source[0]
+    elif args.source:
+        source = args.source
+    with local_settings():
+        inference(
+            source=source,
+            predictor=args.predictor,
+            predictor_options=dict(_parse_option(o) for o in args.option),
+            sinks=args.sink,
+            batch_size=args.batch_size,
+            max_in_flight=args.max_in_flight,
+            download_concurrency=args.download_concurrency,
+            max_pixels=args.max_pixels,
+            aws_credentials=args.aws_credentials,
+            requests_table=args.requests_table,
+            notify_topic=args.notify_topic,
+            task_runner=args.task_runner,
+        )
+    return 0
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--option expects KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value

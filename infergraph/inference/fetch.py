@@ -1,0 +1,146 @@
+"""Download, decode and preprocess the images of one batch.
+
+Two process-wide thread pools, shared by every batch in flight: an I/O pool
+(``concurrency`` threads) that only waits on S3, and a decode pool with one
+thread per CPU that decodes and preprocesses. Decoding is CPU work that holds
+the GIL between C calls, so more decode threads than cores only adds
+contention; downloads are waiting, so they get many threads. Only the (small)
+model input outlives a record's step: a batch of large photos never sits in
+memory as full-size pixels all at once.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from infergraph.aws.errors import is_transient
+from infergraph.aws.storage import is_s3_uri, read_uri
+from infergraph.inference.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from infergraph.inference.records import ImageRecord
+from infergraph.predictors.base import Predictor, RecordError, RecordMeta
+
+if TYPE_CHECKING:
+    from prefect_aws import AwsCredentials
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """How images are read: S3 credentials, parallel downloads per process, pixel limit."""
+
+    credentials: AwsCredentials | None = None
+    concurrency: int = 16
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass(slots=True)
+class PreparedRecord:
+    """A record's model input, or why it has none (and whether a retry may help)."""
+
+    meta: RecordMeta
+    value: Any
+    retryable: bool = False
+
+
+def prepare_batch(
+    records: Sequence[ImageRecord], predictor: Predictor, options: FetchOptions
+) -> list[PreparedRecord]:
+    """Read, decode and preprocess every record; failures become per-record errors."""
+    decode = _pool("decode", os.cpu_count() or 2)
+    outcomes: list[Future[PreparedRecord]] = []
+    for record in records:
+        if is_s3_uri(record.uri) and not record.error:
+            download = _pool("io", options.concurrency).submit(
+                read_uri, record.uri, options.credentials
+            )
+            outcomes.append(_then(download, decode, record, predictor, options))
+        else:
+            outcomes.append(decode.submit(_prepare_one, record, predictor, options))
+    return [f.result() for f in outcomes]
+
+
+_pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(kind: str, size: int) -> ThreadPoolExecutor:
+    key = (kind, max(1, size))
+    with _pools_lock:
+        if key not in _pools:
+            _pools[key] = ThreadPoolExecutor(key[1], thread_name_prefix=f"{kind}-pool")
+        return _pools[key]
+
+
+def _then(
+    download: Future[bytes],
+    decode: ThreadPoolExecutor,
+    record: ImageRecord,
+    predictor: Predictor,
+    options: FetchOptions,
+) -> Future[PreparedRecord]:
+    """Queue the decode when the download lands, without a decode thread waiting for it."""
+    outcome: Future[PreparedRecord] = Future()
+
+    def downloaded(done: Future[bytes]) -> None:
+        try:
+            data = done.result()
+        except Exception as exc:
+            outcome.set_result(_unreadable(record, exc))
+            return
+        _relay(decode.submit(_prepare_one, record, predictor, options, data), outcome)
+
+    download.add_done_callback(downloaded)
+    return outcome
+
+
+def _relay(source: Future[PreparedRecord], target: Future[PreparedRecord]) -> None:
+    def copy(done: Future[PreparedRecord]) -> None:
+        error = done.exception()
+        if error is None:
+            target.set_result(done.result())
+        else:
+            target.set_exception(error)
+
+    source.add_done_callback(copy)
+
+
+def _unreadable(record: ImageRecord, exc: BaseException) -> PreparedRecord:
+    meta = RecordMeta(record.record_id, record.uri, dict(record.fields))
+    error = RecordError(f"cannot read {record.uri}: {_reason(exc)}")
+    return PreparedRecord(meta, error, is_transient(exc))
+
+
+def _prepare_one(
+    record: ImageRecord, predictor: Predictor, options: FetchOptions, data: bytes | None = None
+) -> PreparedRecord:
+    """Read (unless already downloaded), decode and preprocess one record."""
+    meta = RecordMeta(record.record_id, record.uri, dict(record.fields))
+    if record.error:
+        return PreparedRecord(meta, RecordError(record.error))
+    if data is None:
+        try:
+            data = read_uri(record.uri, options.credentials)
+        except Exception as exc:
+            return _unreadable(record, exc)
+    try:
+        image = decode_image(data, record.uri, options.max_pixels)
+    except ImageDecodeError as exc:
+        return PreparedRecord(meta, RecordError(str(exc)))
+    del data
+    meta = RecordMeta(record.record_id, record.uri, meta.fields, image.shape[1], image.shape[0])
+    return PreparedRecord(meta, predictor.prepare(image, meta))
+
+
+def _reason(exc: BaseException) -> str:
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'error')}: {error.get('Message') or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"

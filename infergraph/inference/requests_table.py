@@ -1,0 +1,275 @@
+"""The DynamoDB requests table: one item per request, moved through its states.
+
+``state`` goes ``queued → processing → completed | error``. Every move is a
+conditional update, so a late duplicate delivery can never move a finished
+request back. Other attributes of the item (whatever the producer stored, e.g.
+``collection_id``) are kept.
+
+Moving to ``processing`` is also a claim with a lease: a run takes a request
+only if it is new, ``queued``, or ``processing`` under an expired lease (its run
+died). A queue may deliver one message to two consumers (SQS standard queues
+are at-least-once); the second finds the request claimed or finished and leaves
+it alone, so each request is processed once.
+
+Attributes written: ``state``, ``attempts`` (incremented by each claim),
+``processed_by`` (the flow run id), ``lease_until``, ``started_at_timestamp``,
+``updated_at_timestamp`` and, when finished, ``completed_at_timestamp``,
+``result`` (JSON: the result row, or a list of rows when several images share a
+request id) and ``errors`` (list of strings).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.exceptions import ClientError
+
+from blocks.dynamodb import DynamoDBTable
+from infergraph.aws.dynamodb import serialize
+from infergraph.aws.errors import describe_aws_error
+from infergraph.inference.records import ImageRecord, ResultChunk
+from infergraph.inference.sinks.base import Sink
+from infergraph.inference.sources.sqs import BUSY, FINISHED, PROCESS
+from infergraph.inference.writing import write_chunks
+from infergraph.logs import run_logger
+
+QUEUED, PROCESSING, COMPLETED, ERROR = "queued", "processing", "completed", "error"
+#: A request this run may take: new, queued, or held under an expired lease (or by us).
+CLAIM_CONDITION = (
+    "attribute_not_exists(#state) OR #state = :queued OR (#state = :processing AND "
+    "(attribute_not_exists(lease_until) OR lease_until < :now OR processed_by = :run))"
+)
+#: A request that is not finished yet.
+OPEN_CONDITION = "attribute_not_exists(#state) OR #state IN (:queued, :processing)"
+CLAIMED = "claimed"
+_deserializer = TypeDeserializer()
+
+
+class RequestsTable(Sink):
+    """Claims requests as they are received and finishes them when their results are written."""
+
+    def __init__(
+        self, table: DynamoDBTable, concurrency: int = 16, run_id: str | None = None
+    ) -> None:
+        self.table = table
+        self.run_id = run_id or "-"
+        self.concurrency = concurrency
+        self.name = f"requests table {table.table_name}"
+        self.late_duplicates = 0
+        self.problems: list[str] = []
+        self._count_lock = threading.Lock()
+        self._log = run_logger(__name__)
+
+    # -- claiming ------------------------------------------------------------------
+
+    def claim(
+        self, groups: Mapping[str, Sequence[ImageRecord]], lease_seconds: float
+    ) -> dict[str, str]:
+        """Claim every group's requests; per group ``process``, ``finished`` or ``busy``.
+
+        ``finished``: every record is a request that is already completed or in
+        error (a late duplicate). ``busy``: another live run holds one of them (a
+        duplicate delivery); this run's claims in that group are given back. A
+        claim that fails for another reason is reported and the group processed:
+        the state is bookkeeping and must not stop the work.
+        """
+        keys = {
+            group: {_hashable(k): k for r in records if (k := self._key(r.fields)) is not None}
+            for group, records in groups.items()
+        }
+        unique = {h: k for group_keys in keys.values() for h, k in group_keys.items()}
+        claimed = self._each(self._claim_one, unique.values(), lease_seconds)
+        outcomes = dict(zip(unique, claimed, strict=True))
+        decisions: dict[str, str] = {}
+        for group, records in groups.items():
+            states = [outcomes[h] for h in keys[group]]
+            if BUSY in states:
+                mine = [keys[group][h] for h in keys[group] if outcomes[h] == CLAIMED]
+                self._each(self._release_one, mine)
+                decisions[group] = BUSY
+            elif states and set(states) == {FINISHED} and all(self._key(r.fields) for r in records):
+                decisions[group] = FINISHED
+            else:
+                decisions[group] = PROCESS
+        return decisions
+
+    def mark_processing(self, records: Sequence[ImageRecord]) -> list[str]:
+        """Claim a batch's requests without deciding anything (sources that do not redeliver)."""
+        before = len(self.problems)
+        self.claim({"batch": records}, lease_seconds=0)
+        return self.problems[before:]
+
+    def _claim_one(self, key: dict[str, Any], lease_seconds: float) -> str:
+        now = time.time()
+        try:
+            self.table.client().update_item(
+                TableName=self.table.table_name,
+                Key=serialize(key),
+                UpdateExpression=(
+                    "SET #state = :processing, processed_by = :run, lease_until = :lease, "
+                    "started_at_timestamp = :now, updated_at_timestamp = :now ADD attempts :one"
+                ),
+                ConditionExpression=CLAIM_CONDITION,
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=serialize(
+                    {
+                        ":queued": QUEUED,
+                        ":processing": PROCESSING,
+                        ":now": _stamp(now),
+                        ":lease": _stamp(now + lease_seconds),
+                        ":run": self.run_id,
+                        ":one": 1,
+                    }
+                ),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                self._problem(f"{self.name}: cannot claim {key}: {describe_aws_error(exc)}")
+                return PROCESS
+            old = {k: _deserializer.deserialize(v) for k, v in exc.response.get("Item", {}).items()}
+            if old.get("state") in (COMPLETED, ERROR):
+                return FINISHED
+            return BUSY
+        return CLAIMED
+
+    def _release_one(self, key: dict[str, Any]) -> None:
+        """Give back a claim this run made for a group it will not process."""
+        try:
+            self.table.client().update_item(
+                TableName=self.table.table_name,
+                Key=serialize(key),
+                UpdateExpression="SET #state = :queued REMOVE lease_until ADD attempts :minus",
+                ConditionExpression="#state = :processing AND processed_by = :run",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=serialize(
+                    {
+                        ":queued": QUEUED,
+                        ":processing": PROCESSING,
+                        ":run": self.run_id,
+                        ":minus": -1,
+                    }
+                ),
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                self._problem(f"{self.name}: cannot release {key}: {describe_aws_error(exc)}")
+
+    # -- finishing -----------------------------------------------------------------
+
+    def write(self, chunk: ResultChunk) -> None:
+        """Finish every request of the chunk; any failure but a late duplicate raises."""
+        requests: dict[Any, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        for row in chunk.results:
+            key = self._key(row)
+            if key is not None:
+                requests.setdefault(_hashable(key), (key, []))[1].append(row)
+        failures = [e for e in self._each(self._finish_one, requests.values()) if e is not None]
+        if failures:
+            raise failures[0]
+
+    def _finish_one(self, request: tuple[dict[str, Any], list[dict[str, Any]]]) -> Exception | None:
+        key, rows = request
+        errors = [str(r.get("error")) for r in rows if r.get("status") != "ok"]
+        try:
+            self.table.client().update_item(
+                TableName=self.table.table_name,
+                Key=serialize(key),
+                UpdateExpression=(
+                    "SET #state = :state, #result = :result, #errors = :errors, "
+                    "completed_at_timestamp = :now, updated_at_timestamp = :now "
+                    "REMOVE lease_until"
+                ),
+                ConditionExpression=OPEN_CONDITION,
+                ExpressionAttributeNames={
+                    "#state": "state",
+                    "#result": "result",
+                    "#errors": "errors",
+                },
+                ExpressionAttributeValues=serialize(
+                    {
+                        ":state": ERROR if errors else COMPLETED,
+                        ":result": json.dumps(rows[0] if len(rows) == 1 else rows, default=str),
+                        ":errors": errors,
+                        ":now": _stamp(time.time()),
+                        ":queued": QUEUED,
+                        ":processing": PROCESSING,
+                    }
+                ),
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                return exc
+            with self._count_lock:
+                self.late_duplicates += 1
+            self._log.info("%s: %s was already finished; left as it is", self.name, key)
+        return None
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _each(self, fn: Any, items: Any, *args: Any) -> list[Any]:
+        """``fn(item, *args)`` for every item, concurrently, results in order."""
+        items = list(items)
+        if len(items) <= 1:
+            return [fn(i, *args) for i in items]
+        with ThreadPoolExecutor(min(self.concurrency, len(items))) as pool:
+            return list(pool.map(lambda i: fn(i, *args), items))
+
+    def _key(self, fields: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The request's key, or None for a record that is not a tracked request."""
+        try:
+            key = self.table.key_of(dict(fields))
+        except KeyError:
+            return None
+        return None if any(v in (None, "") for v in key.values()) else key
+
+    def _problem(self, text: str) -> None:
+        self._log.warning(text)
+        with self._count_lock:
+            if len(self.problems) < 100:
+                self.problems.append(text)
+
+
+class ThenRequestsTable(Sink):
+    """The result sinks (concurrently), then the requests table.
+
+    A request is marked finished only once its results are in every sink; if a
+    sink fails, the request stays ``processing`` and its message is retried.
+    """
+
+    def __init__(self, sinks: Sequence[Sink], table: RequestsTable) -> None:
+        self.sinks = list(sinks)
+        self.table = table
+        self.name = " + ".join([*(s.name for s in self.sinks), table.name])
+
+    def open(self) -> None:
+        for sink in [*self.sinks, self.table]:
+            sink.open()
+
+    def write(self, chunk: ResultChunk) -> None:
+        if self.sinks:
+            write_chunks(self.sinks, [chunk])
+        self.table.write(chunk)
+
+    def close(self) -> None:
+        for sink in [*self.sinks, self.table]:
+            sink.close()
+
+
+def _hashable(key: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(sorted((k, str(v)) for k, v in key.items()))
+
+
+def _stamp(seconds: float) -> Decimal:
+    return Decimal(f"{seconds:.3f}")
+
+
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
