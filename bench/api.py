@@ -111,7 +111,7 @@ class Server:
         }
         self.log = open(root / f"server-{batch_size}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api", "--log-level", "warning"],
+            [sys.executable, "-m", "infergraph.api", "--log-level", "warning"],
             cwd=REPO,
             env=env,
             stdout=self.log,

@@ -113,7 +113,7 @@ def start_api(root: Path, users_file: Path | None, **env: str) -> Api:
     output = root / "server.log"
     with open(output, "wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "api", "--log-level", "warning"],
+            [sys.executable, "-m", "infergraph.api", "--log-level", "warning"],
             cwd=REPO,
             env=environ,
             stdout=sink,
@@ -188,7 +188,7 @@ def test_refuses_unsafe_settings(tmp_path: Path, env: dict[str, str], message: s
     if not environ["INFERGRAPH_API_USERS_FILE"]:
         del environ["INFERGRAPH_API_USERS_FILE"]
     done = subprocess.run(
-        [sys.executable, "-m", "api"], cwd=REPO, env=environ, capture_output=True, timeout=60
+        [sys.executable, "-m", "infergraph.api"], cwd=REPO, env=environ, capture_output=True, timeout=60
     )
     assert done.returncode == 2
     assert message in done.stderr.decode()

@@ -21,6 +21,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from blocks.dynamodb import DynamoDBTable
+from infergraph.reasoning.loaders.status import LOADER_IN_PROGRESS, LOADER_STATUSES, LOADER_TERMINAL
 
 DELIMITER = "_"
 MAX_ID_ATTEMPTS = 50
@@ -30,27 +31,6 @@ INDEX_SORT_ATTRIBUTE = "updated_at"
 DEFAULT_INDEX = "status-index"
 #: The pseudo-dataset under which jobspecs too broken to name a dataset are recorded.
 INVALID_JOBSPEC_DATASET = "_invalid_jobspec"
-
-#: Neptune's 15 loader statuses (NOTES §4), in the order the docs list them.
-LOADER_STATUSES = (
-    "LOAD_NOT_STARTED",
-    "LOAD_IN_QUEUE",
-    "LOAD_IN_PROGRESS",
-    "LOAD_COMPLETED",
-    "LOAD_CANCELLED_BY_USER",
-    "LOAD_CANCELLED_DUE_TO_ERRORS",
-    "LOAD_UNEXPECTED_ERROR",
-    "LOAD_FAILED",
-    "LOAD_S3_READ_ERROR",
-    "LOAD_S3_ACCESS_DENIED_ERROR",
-    "LOAD_COMMITTED_W_WRITE_CONFLICTS",
-    "LOAD_DATA_DEADLOCK",
-    "LOAD_DATA_FAILED_DUE_TO_FEED_MODIFIED_OR_DELETED",
-    "LOAD_FAILED_BECAUSE_DEPENDENCY_NOT_SATISFIED",
-    "LOAD_FAILED_INVALID_REQUEST",
-)
-LOADER_IN_PROGRESS = frozenset({"LOAD_NOT_STARTED", "LOAD_IN_QUEUE", "LOAD_IN_PROGRESS"})
-LOADER_TERMINAL = frozenset(LOADER_STATUSES) - LOADER_IN_PROGRESS
 
 
 class JobStatus(StrEnum):
