@@ -9,15 +9,10 @@ from prefect_aws import AwsCredentials
 from pydantic import Field, field_validator
 
 from infergraph.aws.clients import aws_client
+from infergraph.aws.sqs_leases import clamp_visibility
 
-#: SQS's own limits (seconds): visibility 0..12 h, long-poll wait 0..20 s.
-MAX_VISIBILITY_TIMEOUT = 43_200
+#: SQS's long-poll limit (seconds); the visibility limit lives with the consumer.
 MAX_WAIT_TIME = 20
-
-
-def clamp_visibility(seconds: float) -> int:
-    """A visibility timeout SQS accepts: whole seconds in 0..12 h."""
-    return int(min(max(seconds, 0), MAX_VISIBILITY_TIMEOUT))
 
 
 class SqsQueue(Block):

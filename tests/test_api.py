@@ -188,7 +188,11 @@ def test_refuses_unsafe_settings(tmp_path: Path, env: dict[str, str], message: s
     if not environ["INFERGRAPH_API_USERS_FILE"]:
         del environ["INFERGRAPH_API_USERS_FILE"]
     done = subprocess.run(
-        [sys.executable, "-m", "infergraph.api"], cwd=REPO, env=environ, capture_output=True, timeout=60
+        [sys.executable, "-m", "infergraph.api"],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert message in done.stderr.decode()

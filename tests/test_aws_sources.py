@@ -8,13 +8,14 @@ import time
 import pytest
 
 import infergraph.inference.aws_schemes  # noqa: F401  (registers the s3:// and sqs:// sources)
-from blocks.sqs import MAX_VISIBILITY_TIMEOUT, SqsQueue
+from blocks.sqs import SqsQueue
 from infergraph.aws.clients import aws_client
+from infergraph.aws.sqs_leases import MAX_VISIBILITY_TIMEOUT, InFlight
 from infergraph.devstack import Queue, create_queue
 from infergraph.inference.sources.base import SourceError, UriList, open_source
 from infergraph.inference.sources.messages import MalformedMessage, parse_body
 from infergraph.inference.sources.s3 import S3Prefix
-from infergraph.inference.sources.sqs import InFlight, SqsSource
+from infergraph.inference.sources.sqs import SqsSource
 from infergraph.inference.specs import SpecError
 from tests.support.queues import queue_counts
 
@@ -280,9 +281,9 @@ def test_visibility_is_clamped_to_the_twelve_hour_limit(aws):
         visible_until=0,
         receive_count=1,
     )
-    assert 130 <= source._allowed(old, 600) <= 140  # 200 s left, minus a 60 s margin
+    assert 130 <= source.leases.allowed(old, 600) <= 140  # 200 s left, minus a 60 s margin
     fresh = InFlight("h", first_received=time.time(), visible_until=0, receive_count=1)
-    assert source._allowed(fresh, 600) == 600
+    assert source.leases.allowed(fresh, 600) == 600
 
 
 def test_a_claim_decides_which_messages_are_processed(aws):

@@ -270,10 +270,6 @@ class FakeQueue(Source):
     def records(self) -> Iterator[ImageRecord]:
         yield from self.records_
 
-    @property
-    def redelivers(self) -> bool:
-        return True
-
     def ack(self, groups: list[str]) -> None:
         for group in groups:
             with self.sink.lock:

@@ -17,12 +17,13 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 SEPARATOR = "__"
 #: DynamoDB's item limit is 400 KB; JSON text over-estimates an item's size.
 MAX_ITEM_BYTES = 400 * 1024
 _serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
 
 
 def flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -63,6 +64,22 @@ def to_dynamo(value: Any) -> Any:
 def serialize(item: Mapping[str, Any]) -> dict[str, Any]:
     """An item in the low-level client's attribute-value format."""
     return {k: _serializer.serialize(to_dynamo(v)) for k, v in item.items()}
+
+
+def deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    """An item from the low-level client as Python values (numbers as ``Decimal``)."""
+    return {k: _deserializer.deserialize(v) for k, v in item.items()}
+
+
+def plain(value: Any) -> Any:
+    """Deserialised values as JSON-able Python: ``Decimal`` → int or float, sets → lists."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | set):
+        return [plain(v) for v in value]
+    return value
 
 
 def serialize_typed(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,6 @@ import contextlib
 import logging
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -45,9 +44,9 @@ from prefect.events import Event
 from prefect.exceptions import PrefectHTTPStatusError
 
 from blocks.sqs import SqsQueue
+from infergraph.aws.sqs_leases import QueueError, SqsLeases
 from infergraph.inference.sources.base import IMAGE_SUFFIXES, SourceError
 from infergraph.inference.sources.messages import MalformedMessage, S3Object, parse_body
-from infergraph.inference.sources.sqs import InFlight, SqsSource, in_tens
 from infergraph.logs import run_logger
 
 EVENT = "aws.s3.object.created"
@@ -158,25 +157,42 @@ class Notification:
     objects: list[S3Object]
 
 
-class S3EventQueue(SqsSource):
-    """The notifications queue, with the image queue source's leases and set-aside.
+class S3EventQueue:
+    """The notifications queue: receives notifications, holds them through ``SqsLeases``.
 
-    ``receive`` hands out notifications instead of image records; ``nack`` (release
-    after the retry delay, warn on the last receive before the dead-letter queue)
-    and ``close`` (release what is still held) are the source's own.
+    ``receive`` hands out notifications; ``ack`` deletes the messages whose events were
+    accepted; ``nack`` releases them after the retry delay (warning on the last receive
+    before the dead-letter queue); ``close`` releases whatever is still held.
     """
 
     def __init__(self, queue: SqsQueue, name: str | None = None, max_messages: int = 10) -> None:
-        super().__init__(queue, name=name, suffixes=())
+        self.queue = queue
+        self.description = f"sqs://{name or queue.queue_name}"
         self.max_messages = max(1, min(max_messages, queue.max_messages, 10))
+        self.received = 0
         self.ignored = 0
         self.set_aside = 0
+        self._log = run_logger(__name__)
+        try:
+            self.leases = SqsLeases(queue, self.description)
+        except QueueError as exc:
+            raise SourceError(str(exc)) from exc
+
+    @property
+    def problems(self) -> list[str]:
+        return self.leases.problems
+
+    @property
+    def max_receive_count(self) -> int | None:
+        return self.leases.max_receive_count
 
     def receive(self, wait: int, limit: int | None = None) -> list[Notification] | None:
         """One long poll: notifications to emit; None when no message came."""
         count = self.max_messages if limit is None else max(1, min(limit, self.max_messages))
         try:
-            messages = self.receive_messages(count, wait)
+            messages = self.leases.receive(count, wait)
+        except QueueError as exc:
+            raise SourceError(str(exc)) from exc
         except BotoCoreError as exc:  # no answer at all: the service loop backs off and retries
             raise SourceError(f"cannot receive from {self.description}: {exc}") from exc
         if not messages:
@@ -186,10 +202,8 @@ class S3EventQueue(SqsSource):
 
     def _notification(self, message: dict[str, Any]) -> Notification | None:
         mid = message["MessageId"]
-        with self._lock:
-            if mid in self._inflight:  # redelivered while still held here: keep one copy
-                self._inflight[mid].handle = message["ReceiptHandle"]
-                return None
+        if self.leases.renew_if_held(message):  # redelivered while still held: keep one copy
+            return None
         try:
             parsed = parse_body(message.get("Body", ""), suffixes=())
             objects = [r.s3 for r in parsed.requests if r.s3 is not None]
@@ -200,39 +214,32 @@ class S3EventQueue(SqsSource):
                 )
         except MalformedMessage as exc:
             self.set_aside += 1
-            self.set_message_aside(message, str(exc))
+            self.leases.set_aside(message, str(exc))
             return None
         if not objects:
             self.ignored += 1
             self._log.info("message %s: %s; deleting it", mid, parsed.ignored)
-            self._delete(mid, message["ReceiptHandle"])
+            self.leases.delete_one(mid, message["ReceiptHandle"])
             return None
-        attributes = message.get("Attributes", {})
-        entry = InFlight(
-            handle=message["ReceiptHandle"],
-            first_received=int(attributes.get("ApproximateFirstReceiveTimestamp", 0)) / 1000
-            or time.time(),
-            visible_until=time.monotonic() + self.queue.visibility_timeout,
-            receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
-        )
-        with self._lock:
-            self._inflight[mid] = entry
+        self.leases.hold(mid, self.leases.lease_of(message))
         return Notification(mid, objects)
 
     def ack(self, groups: Sequence[str]) -> int:
         """Delete these messages (their events were accepted); return how many went."""
-        deleted = 0
-        for chunk in in_tens(self._take(groups)):
-            entries = [{"Id": str(i), "ReceiptHandle": e.handle} for i, (_, e) in enumerate(chunk)]
-            failed = self._batch_call("delete_message_batch", entries, chunk)
-            deleted += len(chunk) - len(failed)
-            for mid, reason in failed:
-                self._problem(
-                    f"message {mid}: its events were accepted but it could not be deleted "
-                    f"({reason}); a redelivery re-sends the same event ids, which the "
-                    "server skips"
-                )
+        deleted, failed = self.leases.delete(groups)
+        for mid, reason in failed:
+            self.leases.problem(
+                f"message {mid}: its events were accepted but it could not be deleted "
+                f"({reason}); a redelivery re-sends the same event ids, which the "
+                "server skips"
+            )
         return deleted
+
+    def nack(self, groups: Sequence[str], reason: str) -> None:
+        self.leases.release(groups, reason)
+
+    def close(self) -> None:
+        self.leases.release_all()
 
 
 # -- the bridge ----------------------------------------------------------------------

@@ -28,11 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from blocks.dynamodb import DynamoDBTable
-from infergraph.aws.dynamodb import serialize
+from infergraph.aws.dynamodb import deserialize, serialize
 from infergraph.aws.errors import describe_aws_error
 from infergraph.inference.records import ImageRecord, ResultChunk
 from infergraph.inference.sinks.base import Sink
@@ -49,7 +48,6 @@ CLAIM_CONDITION = (
 #: A request that is not finished yet.
 OPEN_CONDITION = "attribute_not_exists(#state) OR #state IN (:queued, :processing)"
 CLAIMED = "claimed"
-_deserializer = TypeDeserializer()
 
 
 class RequestsTable(Sink):
@@ -134,7 +132,7 @@ class RequestsTable(Sink):
             if _code(exc) != "ConditionalCheckFailedException":
                 self._problem(f"{self.name}: cannot claim {key}: {describe_aws_error(exc)}")
                 return PROCESS
-            old = {k: _deserializer.deserialize(v) for k, v in exc.response.get("Item", {}).items()}
+            old = deserialize(exc.response.get("Item", {}))
             if old.get("state") in (COMPLETED, ERROR):
                 return FINISHED
             return BUSY

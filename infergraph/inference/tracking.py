@@ -61,7 +61,3 @@ class GroupTracker:
                 else:
                     ready.append(ResultChunk(record.group, group.rows, [record.group]))
         return ready, retry
-
-    def open_groups(self) -> list[str]:
-        """Groups with some but not all results (still being predicted)."""
-        return list(self._groups)

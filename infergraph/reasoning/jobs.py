@@ -9,18 +9,16 @@ reference's race).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from blocks.dynamodb import DynamoDBTable
+from infergraph.aws.dynamodb import deserialize, plain, serialize
 from infergraph.reasoning.loaders.status import LOADER_IN_PROGRESS, LOADER_STATUSES, LOADER_TERMINAL
 
 DELIMITER = "_"
@@ -161,8 +159,6 @@ class JobStore:
         self.index = table.index_name or DEFAULT_INDEX
         self.clock = clock
         self.collisions = 0
-        self._ser = TypeSerializer()
-        self._de = TypeDeserializer()
 
     @property
     def client(self) -> Any:
@@ -364,9 +360,7 @@ class JobStore:
                 UpdateExpression=expression,
                 ConditionExpression="#s = :from AND #v = :version",
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues={
-                    k: self._ser.serialize(_ddb(v)) for k, v in values.items()
-                },
+                ExpressionAttributeValues={**serialize(values)},
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
@@ -385,10 +379,10 @@ class JobStore:
         return {self.pk: {"S": dataset}, self.sk: {"S": sort_key}}
 
     def _serialize(self, item: dict[str, Any]) -> dict[str, Any]:
-        return {k: self._ser.serialize(_ddb(v)) for k, v in item.items()}
+        return serialize(item)
 
     def _deserialize(self, item: dict[str, Any]) -> dict[str, Any]:
-        return {k: _plain(self._de.deserialize(v)) for k, v in item.items()}
+        return plain(deserialize(item))
 
     def _job(self, item: dict[str, Any]) -> Job:
         item = dict(item)
@@ -397,21 +391,6 @@ class JobStore:
         status = JobStatus(item.pop(STATUS_ATTRIBUTE))
         version = int(item.pop("version"))
         return Job(dataset, sort_key, status, version, item)
-
-
-def _ddb(value: Any) -> Any:
-    """JSON-able Python → DynamoDB-able (floats become Decimal; empty strings stay)."""
-    return json.loads(json.dumps(value, default=str), parse_float=Decimal)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | set):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _shift(iso: str, seconds: float) -> str:

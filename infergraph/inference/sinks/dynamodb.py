@@ -13,13 +13,13 @@ write fails — the pipeline then keeps the messages on the queue.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from blocks.dynamodb import DynamoDBTable
+from infergraph.aws.backoff import jittered_delay
 from infergraph.aws.dynamodb import (
     MAX_ITEM_BYTES,
     explode,
@@ -65,7 +65,7 @@ def batch_write(
         if not unprocessed.get(table):
             return
         pending = {table: unprocessed[table]}
-        sleep(random.uniform(0, min(MAX_DELAY, BASE_DELAY * 2**attempt)))
+        sleep(jittered_delay(attempt, BASE_DELAY, MAX_DELAY))
     raise UnprocessedItemsError(
         f"DynamoDB table {table}: {len(pending[table])} item(s) still unprocessed after "
         f"{attempts} attempts (throttled)"

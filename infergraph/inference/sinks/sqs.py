@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from blocks.sqs import SqsQueue
+from infergraph.aws.backoff import jittered_delay
 from infergraph.aws.clients import aws_client
 from infergraph.aws.storage import split_s3_uri
 from infergraph.blockref import resolve_block
@@ -116,7 +116,7 @@ class SqsResultsSink(Sink):
                     f"{f.get('Code')}: {f.get('Message', '')}"
                 )
             pending = {f["Id"]: pending[f["Id"]] for f in failed}
-            time.sleep(random.uniform(0, min(5.0, 0.1 * 2**attempt)))
+            time.sleep(jittered_delay(attempt, base=0.1))
         raise SendFailedError(
             f"{self.name}: {len(pending)} message(s) still failing after {ATTEMPTS} attempts"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import itertools
 import os
 from abc import ABC, abstractmethod
@@ -54,11 +55,6 @@ class Source(ABC):
 
     def close(self) -> None:
         """Release anything the source holds."""
-
-    @property
-    def redelivers(self) -> bool:
-        """Whether a nacked group comes back by itself (a queue) or is lost (a listing)."""
-        return False
 
 
 class UriList(Source):
@@ -105,17 +101,21 @@ class LocalFolder(Source):
                     yield Path(folder) / name
 
 
+def parse_manifest(text: str, where: str) -> dict[str, dict[str, str]]:
+    """A manifest's rows by file name: every column but ``file`` becomes a request field."""
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "file" not in reader.fieldnames:
+        raise SourceError(f"{where}: a manifest needs a 'file' column")
+    return {
+        row["file"]: {k: v for k, v in row.items() if k != "file" and k is not None}
+        for row in reader
+    }
+
+
 def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "file" not in reader.fieldnames:
-            raise SourceError(f"{path}: a manifest needs a 'file' column")
-        return {
-            row["file"]: {k: v for k, v in row.items() if k != "file" and k is not None}
-            for row in reader
-        }
+    return parse_manifest(path.read_text(encoding="utf-8-sig"), str(path))
 
 
 SourceFactory = Callable[[str, dict[str, Any]], Source]

@@ -10,9 +10,7 @@ duplicates what an interrupted run wrote.
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
@@ -22,7 +20,14 @@ from botocore.exceptions import ClientError
 from infergraph.aws.clients import aws_client
 from infergraph.aws.errors import describe_aws_error
 from infergraph.inference.records import ImageRecord
-from infergraph.inference.sources.base import IMAGE_SUFFIXES, MANIFEST, Source, SourceError, UriList
+from infergraph.inference.sources.base import (
+    IMAGE_SUFFIXES,
+    MANIFEST,
+    Source,
+    SourceError,
+    UriList,
+    parse_manifest,
+)
 from infergraph.inference.specs import parse_spec
 
 if TYPE_CHECKING:
@@ -94,13 +99,7 @@ class S3Prefix(Source):
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return {}
             raise SourceError(f"cannot read {uri}: {describe_aws_error(exc)}") from exc
-        reader = csv.DictReader(io.StringIO(body.read().decode("utf-8-sig")))
-        if not reader.fieldnames or "file" not in reader.fieldnames:
-            raise SourceError(f"{uri}: a manifest needs a 'file' column")
-        return {
-            row["file"]: {k: v for k, v in row.items() if k != "file" and k is not None}
-            for row in reader
-        }
+        return parse_manifest(body.read().decode("utf-8-sig"), uri)
 
 
 def open_s3(spec: str, options: dict[str, Any]) -> Source:
