@@ -178,8 +178,9 @@ def test_requests_move_through_their_states_and_never_back(aws):
 
 
 def test_claims_skip_finished_requests_and_requests_another_run_holds(aws):
-    from infergraph.inference.records import ImageRecord
-    from infergraph.inference.sources.sqs import BUSY, FINISHED, PROCESS
+    from infergraph.inference.records import Claim, ImageRecord
+
+    PROCESS, FINISHED, BUSY = Claim
 
     dynamodb = aws_client("dynamodb", aws)
     table = _table(aws, "requests", "request_id")

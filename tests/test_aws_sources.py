@@ -287,7 +287,9 @@ def test_visibility_is_clamped_to_the_twelve_hour_limit(aws):
 
 
 def test_a_claim_decides_which_messages_are_processed(aws):
-    from infergraph.inference.sources.sqs import BUSY, FINISHED, PROCESS
+    from infergraph.inference.records import Claim
+
+    PROCESS, FINISHED, BUSY = Claim
 
     queue = _queue(aws)
     sqs = aws_client("sqs", aws)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infergraph.inference.fetch import FetchOptions, PreparedRecord, prepare_batch
-from infergraph.inference.records import ImageRecord
+from infergraph.inference.records import ImageRecord, RowStatus
 from infergraph.predictors.base import Predictor, RecordError
 
 
@@ -29,10 +29,10 @@ def result_row(
     row: dict[str, Any] = {"record_id": record.record_id, "uri": record.uri, **record.fields}
     row.update(dict.fromkeys(output_fields))
     if isinstance(outcome, RecordError):
-        row.update(status="error", error=str(outcome))
+        row.update(status=RowStatus.ERROR, error=str(outcome))
     else:
         row.update(outcome)
-        row.update(status="ok", error=None)
+        row.update(status=RowStatus.OK, error=None)
     return row
 
 

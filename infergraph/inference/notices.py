@@ -31,7 +31,7 @@ from prefect_aws import AwsCredentials
 from blocks.sns import SnsTopic
 from infergraph.aws.clients import aws_client
 from infergraph.aws.errors import describe_aws_error
-from infergraph.inference.records import ResultChunk
+from infergraph.inference.records import RequestState, ResultChunk, row_ok
 
 EVENT = "inference.finished"
 #: SNS's limit is 256 KiB for the message and its attributes; keep room for both.
@@ -89,11 +89,16 @@ class CompletionNotices:
                     request = row.get("record_id")
                 entry = topics.setdefault(str(topic), {}).setdefault(
                     str(request),
-                    {"request_id": request, "state": "completed", "images": 0, "errors": []},
+                    {
+                        "request_id": request,
+                        "state": RequestState.COMPLETED,
+                        "images": 0,
+                        "errors": [],
+                    },
                 )
                 entry["images"] += 1
-                if row.get("status") != "ok":
-                    entry["state"] = "error"
+                if not row_ok(row):
+                    entry["state"] = RequestState.ERROR
                     if len(entry["errors"]) < MAX_ERRORS_PER_REQUEST:
                         entry["errors"].append(str(row.get("error"))[:2000])
         return {t: list(entries.values()) for t, entries in topics.items()}

@@ -1,9 +1,15 @@
-"""The unit of work: one image to classify, and where its result must be acknowledged."""
+"""The inference pipeline's vocabulary, in one place.
+
+An ``ImageRecord`` goes in; a ``ResultRow`` comes out with a ``RowStatus``; rows travel
+to sinks in ``ResultChunk``s. A queued request moves through ``RequestState``s, and a
+received message gets a ``Claim`` decision before any of its records is worked on.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypedDict
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +49,44 @@ class ResultChunk:
     key: str
     results: list[dict[str, Any]]
     groups: list[str] = field(default_factory=list)
+
+
+class RowStatus(StrEnum):
+    """A result row's outcome. A StrEnum: rows stay plain JSON for every sink."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
+class ResultRow(TypedDict, total=False):
+    """One image's result as every sink receives it.
+
+    The identity and outcome keys are always there; the request's own fields and the
+    predictor's ``output_fields`` (class, label, score…) are added beside them.
+    """
+
+    record_id: str
+    uri: str
+    status: RowStatus
+    error: str | None
+
+
+def row_ok(row: dict[str, Any]) -> bool:
+    return row.get("status") == RowStatus.OK
+
+
+class RequestState(StrEnum):
+    """A request's state in the requests table: queued → processing → completed | error."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    ERROR = "error"
+
+
+class Claim(StrEnum):
+    """What the requests table decides for a received message before its records run."""
+
+    PROCESS = "process"  # work on it
+    FINISHED = "finished"  # a late duplicate of finished requests: delete it unprocessed
+    BUSY = "busy"  # another run holds its requests: leave it hidden; that run deletes it

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from infergraph.inference.records import row_ok
+
 MAX_LISTED_ERRORS = 1000
 
 
@@ -34,7 +36,7 @@ class RunSummary:
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             self.images += 1
-            if row.get("status") != "ok":
+            if not row_ok(row):
                 self.errors += 1
                 if len(self.error_list) < MAX_LISTED_ERRORS:
                     self.error_list.append((str(row.get("uri")), str(row.get("error"))))

@@ -33,13 +33,13 @@ from botocore.exceptions import ClientError
 from blocks.dynamodb import DynamoDBTable
 from infergraph.aws.dynamodb import deserialize, serialize
 from infergraph.aws.errors import describe_aws_error
-from infergraph.inference.records import ImageRecord, ResultChunk
+from infergraph.inference.records import Claim, ImageRecord, RequestState, ResultChunk, row_ok
 from infergraph.inference.sinks.base import Sink
-from infergraph.inference.sources.sqs import BUSY, FINISHED, PROCESS
 from infergraph.inference.writing import write_chunks
 from infergraph.logs import run_logger
 
-QUEUED, PROCESSING, COMPLETED, ERROR = "queued", "processing", "completed", "error"
+QUEUED, PROCESSING, COMPLETED, ERROR = RequestState
+PROCESS, FINISHED, BUSY = Claim
 #: A request this run may take: new, queued, or held under an expired lease (or by us).
 CLAIM_CONDITION = (
     "attribute_not_exists(#state) OR #state = :queued OR (#state = :processing AND "
@@ -175,7 +175,7 @@ class RequestsTable(Sink):
 
     def _finish_one(self, request: tuple[dict[str, Any], list[dict[str, Any]]]) -> Exception | None:
         key, rows = request
-        errors = [str(r.get("error")) for r in rows if r.get("status") != "ok"]
+        errors = [str(r.get("error")) for r in rows if not row_ok(r)]
         try:
             self.table.client().update_item(
                 TableName=self.table.table_name,

@@ -22,7 +22,7 @@ from typing import Any
 from blocks.sqs import SqsQueue
 from infergraph.aws.sqs_leases import InFlight, QueueError, SqsLeases
 from infergraph.blockref import resolve_block
-from infergraph.inference.records import ImageRecord
+from infergraph.inference.records import Claim, ImageRecord
 from infergraph.inference.sources.base import IMAGE_SUFFIXES, Source, SourceError
 from infergraph.inference.sources.messages import DEFAULT_IMAGE_KEYS, MalformedMessage, parse_body
 from infergraph.inference.specs import parse_spec
@@ -34,9 +34,8 @@ OPTIONS = {
     "idle_polls": "stop after this many empty long polls in a row; 0 never stops (default 1)",
     "message_limit": "stop after receiving this many messages",
 }
-#: What a claim decides for a received message (see ``SqsSource.claim``).
-PROCESS, FINISHED, BUSY = "process", "finished", "busy"
-Claim = Callable[[Mapping[str, Sequence[ImageRecord]], float], dict[str, str]]
+#: Asked about received messages before their records run (see ``SqsSource.claim``).
+Claimer = Callable[[Mapping[str, Sequence[ImageRecord]], float], dict[str, Claim]]
 
 
 class SqsSource(Source):
@@ -68,7 +67,7 @@ class SqsSource(Source):
         self.description = f"sqs://{name or queue.queue_name}"
         self.received = 0
         self.skipped = 0
-        self.claim: Claim | None = None
+        self.claim: Claimer | None = None
         self._log = run_logger(__name__)
         try:
             self.leases = SqsLeases(queue, self.description)
@@ -133,13 +132,13 @@ class SqsSource(Source):
             decisions = self.claim(groups, self.queue.visibility_timeout)
         records: list[ImageRecord] = []
         for mid, (entry, group) in accepted.items():
-            decision = decisions.get(mid, PROCESS)
-            if decision == PROCESS:
+            decision = decisions.get(mid, Claim.PROCESS)
+            if decision == Claim.PROCESS:
                 self.leases.hold(mid, entry)
                 records.extend(group)
                 continue
             self.skipped += 1
-            if decision == FINISHED:
+            if decision == Claim.FINISHED:
                 self._log.info("message %s: its requests are already finished; deleting it", mid)
                 self.leases.delete_one(mid, entry.handle)
             else:
