@@ -55,7 +55,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO)]
 
-from bench.harness import run_child, start_moto  # noqa: E402  (needs REPO on the path)
+from bench.harness import run_child  # noqa: E402  (needs REPO on the path)
+from infergraph.devstack.emulator import start_moto  # noqa: E402
 
 BUCKET, PREFIX, TABLE = "bench", "digits/", "bench-results"
 RAW_TABLE = "bench-raw-writes"  # kept apart, so the flow's table holds only its items

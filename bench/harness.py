@@ -8,13 +8,6 @@ import sys
 from typing import Any
 
 
-def start_moto() -> tuple[subprocess.Popen, str]:
-    """The test harness's own emulator start (imported late: conftest sets test-only env)."""
-    from tests.conftest import start_moto as start
-
-    return start()
-
-
 def run_child(script: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
     """Run ``script --child args`` in a fresh interpreter; the JSON line it prints last.
 

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from bench.harness import start_moto  # noqa: E402  (needs REPO on the path)
+from infergraph.devstack.emulator import start_moto  # noqa: E402  (needs REPO on the path)
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="bench-prefect-"))
 for name, value in {

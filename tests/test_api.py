@@ -36,7 +36,7 @@ from infergraph.inference.fetch import FetchOptions
 from infergraph.inference.records import ImageRecord
 from infergraph.predictors.digits import SAMPLES
 from infergraph.predictors.loading import PredictorSpec, get_predictor
-from tests.conftest import REPO, free_port, wait_for_http
+from tests.support.servers import REPO, free_port, wait_for_http
 
 PASSWORD = "correct horse battery staple"
 TTL = 120

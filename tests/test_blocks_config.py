@@ -142,7 +142,7 @@ def test_local_aws_up_creates_everything_and_saves_blocks(prefect_server, aws, t
 
 def test_the_emulator_runs_in_the_background_until_stopped(tmp_path):
     from infergraph.devstack import Emulator
-    from tests.conftest import free_port
+    from tests.support.servers import free_port
 
     emulator = Emulator(tmp_path)
     assert emulator.running() is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import zlib
 
 import numpy as np
@@ -10,12 +9,7 @@ import pytest
 from PIL import Image
 
 from infergraph.inference.decode import ImageDecodeError, decode_image
-
-
-def encode(image: Image.Image, fmt: str, **params) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
+from tests.support.images import encode
 
 
 def gradient(width: int = 40, height: int = 30) -> np.ndarray:

@@ -19,7 +19,7 @@ import yaml
 from infergraph import blockconfig as block_config
 from infergraph import devstack as local_aws
 from infergraph.events.bridge import object_kind
-from tests.conftest import REPO
+from tests.support.servers import REPO
 
 SPEC = yaml.safe_load((REPO / "prefect.yaml").read_text())
 EXAMPLE = REPO / "blocks" / "aws.example.yaml"

@@ -29,7 +29,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import REPO, free_port, wait_for_http
+from tests.support.servers import REPO, free_port, wait_for_http
 
 pytestmark = pytest.mark.e2e
 

@@ -31,7 +31,7 @@ from infergraph.predictors.digits import SAMPLES
 from infergraph.predictors.digits.model import DigitsNet, to_model_input
 from infergraph.predictors.loading import PredictorSpec, PredictorSpecError
 from tasks.inference import infer_batch, write_results
-from tests.test_decode import encode
+from tests.support.images import encode
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REPO = Path(__file__).resolve().parent.parent

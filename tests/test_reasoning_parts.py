@@ -19,7 +19,7 @@ from infergraph.reasoning.loaders import LoadRefused, LoadRequest, OxigraphLoade
 from infergraph.reasoning.notices import notice_body, notice_subject
 from infergraph.reasoning.rdfox_log import LogParseError, human_duration, parse_rdfox_log
 from infergraph.reasoning.runners import kubernetes as k8s_job
-from tests.conftest import free_port, wait_for_http
+from tests.support.servers import free_port, wait_for_http
 
 # -- the reasoner's log -------------------------------------------------------------------------
 

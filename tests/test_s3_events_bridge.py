@@ -31,8 +31,8 @@ from infergraph.events.bridge import (
     object_kind,
 )
 from infergraph.inference.sources.messages import S3Object
-from tests.conftest import REPO, free_port
 from tests.support.queues import queue_counts
+from tests.support.servers import REPO, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
