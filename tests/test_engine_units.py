@@ -1,0 +1,274 @@
+"""The inference engine's pure logic, without a Prefect server: fast, and exact about order.
+
+``BatchPipeline`` is driven here by plain thread-pool "tasks" with the same submit/future
+surface as Prefect's, so its event loop (acknowledge only after the write, nack on a
+failed write, bounded batches in flight) is tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from infergraph.inference.batch import BatchOutput, result_row
+from infergraph.inference.fetch import FetchOptions
+from infergraph.inference.pipeline import BatchPipeline
+from infergraph.inference.records import ImageRecord, ResultChunk, RowStatus
+from infergraph.inference.reporting import MAX_LISTED_ERRORS, RunSummary
+from infergraph.inference.sinks.base import Sink
+from infergraph.inference.sources.base import Source
+from infergraph.inference.tracking import GroupTracker, batch_key
+from infergraph.predictors.base import RecordError
+from infergraph.predictors.loading import PredictorSpec
+
+FIELDS = ("class_id", "category_name", "score")
+
+
+def records(group: str | None, size: int, start: int = 0) -> list[ImageRecord]:
+    return [
+        ImageRecord(uri=f"s3://b/{group}-{i}.png", record_id=f"{group}#{i}", group=group,
+                    group_size=size)
+        for i in range(start, start + size)
+    ]  # fmt: skip
+
+
+def ok_row(record: ImageRecord) -> dict[str, Any]:
+    return result_row(record, FIELDS, {"class_id": 1, "category_name": "1", "score": 0.9})
+
+
+# -- GroupTracker ----------------------------------------------------------------------------
+
+
+def test_a_group_spread_over_batches_is_released_once_whole() -> None:
+    tracker = GroupTracker()
+    first, second = records("m1", 3)[:2], records("m1", 3)[2:]
+    ready, retry = tracker.add(first, [ok_row(r) for r in first], [False, False])
+    assert (ready, retry) == ([], [])
+    ready, retry = tracker.add(second, [ok_row(r) for r in second], [False])
+    assert retry == []
+    assert [(c.key, c.groups, len(c.results)) for c in ready] == [("m1", ["m1"], 3)]
+
+
+def test_a_group_with_a_retryable_failure_is_retried_not_written() -> None:
+    tracker = GroupTracker()
+    batch = records("m1", 2)
+    ready, retry = tracker.add(batch, [ok_row(r) for r in batch], [False, True])
+    assert ready == [] and retry == ["m1"]
+
+
+def test_records_without_a_group_are_written_under_a_key_that_depends_only_on_them() -> None:
+    batch = records(None, 3)
+    ready, _ = GroupTracker().add(batch, [ok_row(r) for r in batch], [False] * 3)
+    again, _ = GroupTracker().add(batch, [ok_row(r) for r in batch], [False] * 3)
+    assert [c.key for c in ready] == [c.key for c in again] == [batch_key(batch)]
+    assert ready[0].groups == []
+    assert batch_key(batch) != batch_key(batch[:2])
+
+
+# -- RunSummary ------------------------------------------------------------------------------
+
+
+def test_the_summary_counts_errors_and_accuracy_over_labelled_rows() -> None:
+    summary = RunSummary(source="x")
+    good = ImageRecord("a.png", fields={"label": "1"})
+    wrong = ImageRecord("b.png", fields={"label": "7"})
+    unlabelled = ImageRecord("c.png")
+    broken = ImageRecord("d.png")
+    summary.add_rows(
+        [ok_row(good), ok_row(wrong), ok_row(unlabelled),
+         result_row(broken, FIELDS, RecordError("not an image"))]
+    )  # fmt: skip
+    assert (summary.images, summary.predicted, summary.errors) == (4, 3, 1)
+    assert (summary.labelled, summary.correct, summary.accuracy) == (2, 1, 0.5)
+    assert summary.per_class == {"1": 3}
+    assert summary.error_list == [("d.png", "not an image")]
+    assert "1 errors" in summary.text() and "50.00% of 2 labelled" in summary.text()
+
+
+def test_the_error_list_is_capped_but_every_error_is_counted() -> None:
+    summary = RunSummary()
+    bad = [ImageRecord(f"{i}.png") for i in range(MAX_LISTED_ERRORS + 5)]
+    summary.add_rows([result_row(r, FIELDS, RecordError("bad")) for r in bad])
+    assert summary.errors == MAX_LISTED_ERRORS + 5
+    assert len(summary.error_list) == MAX_LISTED_ERRORS
+
+
+# -- BatchPipeline with thread-pool tasks ----------------------------------------------------
+
+
+class _Future:
+    """The part of PrefectFuture the pipeline uses, over a concurrent future."""
+
+    def __init__(self, inner: Future) -> None:
+        self._inner = inner
+
+    def add_done_callback(self, fn: Any) -> None:
+        self._inner.add_done_callback(lambda _: fn(self))
+
+    def result(self) -> Any:
+        return self._inner.result()
+
+    def wait(self) -> None:
+        self._inner.exception()
+
+
+class ThreadTask:
+    def __init__(self, fn: Any, pool: ThreadPoolExecutor) -> None:
+        self.fn, self.pool, self.calls = fn, pool, 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> _Future:
+        self.calls += 1
+        unquote = [getattr(a, "unquote", lambda a=a: a)() for a in args]
+        kw = {k: getattr(v, "unquote", lambda v=v: v)() for k, v in kwargs.items()}
+        return _Future(self.pool.submit(self.fn, *unquote, **kw))
+
+
+class Queue(Source):
+    description = "test queue"
+
+    def __init__(self, messages: dict[str, int], log: list[tuple[str, str]]) -> None:
+        self.messages, self.log = messages, log
+        self.nacked: list[str] = []
+
+    def records(self) -> Iterator[ImageRecord]:
+        for group, size in self.messages.items():
+            yield from records(group, size)
+
+    def ack(self, groups: Sequence[str]) -> None:
+        self.log.extend(("ack", g) for g in groups)
+
+    def nack(self, groups: Sequence[str], reason: str) -> None:
+        self.nacked.extend(groups)
+
+
+class LoggingSink(Sink):
+    name = "log"
+
+    def __init__(self, log: list[tuple[str, str]], fail_on: str | None = None) -> None:
+        self.log, self.fail_on = log, fail_on
+
+    def write(self, chunk: ResultChunk) -> None:
+        if chunk.key == self.fail_on:
+            raise ValueError(f"cannot store {chunk.key}")
+        self.log.append(("write", chunk.key))
+
+
+def infer(records: list[ImageRecord], index: int, predictor: Any, fetch: Any) -> BatchOutput:
+    rows = [
+        result_row(r, FIELDS, RecordError("corrupt") if r.record_id.endswith("#1") else
+                   {"class_id": 0, "category_name": "0", "score": 1.0})
+        for r in records
+    ]  # fmt: skip
+    return BatchOutput(rows=rows, retryable=[False] * len(rows))
+
+
+def write(sinks: list[Sink], chunks: list[ResultChunk]) -> int:
+    for sink in sinks:
+        for chunk in chunks:
+            sink.write(chunk)
+    return sum(len(c.results) for c in chunks)
+
+
+def run(source: Source, sink: Sink, **options: Any) -> tuple[RunSummary, ThreadTask]:
+    with ThreadPoolExecutor(4) as pool:
+        infer_task = ThreadTask(infer, pool)
+        summary = BatchPipeline(
+            source=source,
+            predictor=PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"),
+            infer=infer_task,
+            write=ThreadTask(write, pool),
+            sinks=[sink],
+            fetch=FetchOptions(),
+            batch_size=options.pop("batch_size", 4),
+            **options,
+        ).run()
+    return summary, infer_task
+
+
+def test_every_message_is_acknowledged_only_after_its_write() -> None:
+    log: list[tuple[str, str]] = []
+    summary, infer_task = run(Queue({"m1": 3, "m2": 5, "m3": 1}, log), LoggingSink(log))
+    for group in ("m1", "m2", "m3"):
+        assert log.index(("write", group)) < log.index(("ack", group))
+    assert infer_task.calls == 3  # 9 records in batches of 4
+    assert (summary.images, summary.errors, summary.written) == (9, 2, 9)  # m1#1, m2#1
+
+
+def test_a_failed_write_nacks_only_its_own_message() -> None:
+    log: list[tuple[str, str]] = []
+    queue = Queue({"m1": 2, "m2": 2}, log)
+    summary, _ = run(queue, LoggingSink(log, fail_on="m2"), batch_size=4)
+    assert ("ack", "m1") in log and ("ack", "m2") not in log
+    assert queue.nacked == ["m2"]
+    assert summary.write_failures == 2 and summary.written == 2
+
+
+def test_a_failed_batch_is_retried_for_a_queue_and_reported_for_a_listing() -> None:
+    def broken(*args: Any, **kwargs: Any) -> BatchOutput:
+        raise RuntimeError("model exploded")
+
+    def run_broken(source: Source, log: list[tuple[str, str]]) -> RunSummary:
+        with ThreadPoolExecutor(2) as pool:
+            return BatchPipeline(
+                source=source,
+                predictor=PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"),
+                infer=ThreadTask(broken, pool),
+                write=ThreadTask(write, pool),
+                sinks=[LoggingSink(log)],
+                fetch=FetchOptions(),
+                batch_size=2,
+            ).run()
+
+    log: list[tuple[str, str]] = []
+    queue = Queue({"m1": 2}, log)
+    summary = run_broken(queue, log)
+    assert queue.nacked == ["m1"] and summary.retried_groups == 1
+    assert log == []  # nothing written, nothing acknowledged: the message comes back
+
+    listing = Queue({}, log)
+    listing.records = lambda: iter(records(None, 2))  # type: ignore[method-assign]
+    summary = run_broken(listing, log)
+    assert summary.errors == 2 and [k for k, _ in log] == ["write"]
+    assert all("model exploded" in e for _, e in summary.error_list)
+
+
+def test_no_more_batches_are_in_flight_than_allowed() -> None:
+    log: list[tuple[str, str]] = []
+    running, peak, lock = 0, 0, threading.Lock()
+    release = threading.Event()
+
+    def slow(records: list[ImageRecord], index: int, predictor: Any, fetch: Any) -> BatchOutput:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        release.wait(0.05)
+        with lock:
+            running -= 1
+        return infer(records, index, predictor, fetch)
+
+    with ThreadPoolExecutor(8) as pool:
+        BatchPipeline(
+            source=Queue({f"m{i}": 1 for i in range(12)}, log),
+            predictor=PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"),
+            infer=ThreadTask(slow, pool),
+            write=ThreadTask(write, pool),
+            sinks=[LoggingSink(log)],
+            fetch=FetchOptions(),
+            batch_size=1,
+            max_in_flight=2,
+        ).run()
+    assert peak == 2
+    assert sum(1 for kind, _ in log if kind == "ack") == 12
+
+
+@pytest.mark.parametrize("status", list(RowStatus))
+def test_row_statuses_are_plain_strings_for_every_sink(status: RowStatus) -> None:
+    import json
+
+    assert json.loads(json.dumps({"status": status})) == {"status": status.value}
+    assert f"{status}" == status.value
