@@ -177,6 +177,21 @@ def test_requests_move_through_their_states_and_never_back(aws):
     assert tracker.late_duplicates == 1
 
 
+def test_a_failed_requests_table_write_raises_so_the_message_is_not_acknowledged(aws):
+    """A write that fails for any reason but a late duplicate must fail the write task:
+    only a logged problem would let the message be deleted with its request stuck."""
+    from infergraph.inference.records import ImageRecord
+
+    dynamodb = aws_client("dynamodb", aws)
+    table = _table(aws, "requests", "request_id")
+    tracker = RequestsTable(table, run_id="run-1")
+    assert tracker.mark_processing([ImageRecord("s3://b/1.png", {"request_id": "r1"})]) == []
+    dynamodb.delete_table(TableName="requests")  # gone: not a condition failure
+
+    with pytest.raises(Exception, match=r"ResourceNotFound|does not exist|not found"):
+        tracker.write(ResultChunk("m", [_row("r1", "s3://b/1.png")]))
+
+
 def test_claims_skip_finished_requests_and_requests_another_run_holds(aws):
     from infergraph.inference.records import Claim, ImageRecord
 
@@ -237,20 +252,27 @@ def test_csv_objects_are_quoted_ordered_and_replaced_by_a_rerun(aws):
     assert parsed == [["request_id", "note", "score"], ["r1", tricky, "0.91"], ["r2", "", "0.91"]]
 
 
-def test_big_chunks_become_numbered_gzip_parts(aws):
+@pytest.mark.parametrize("compress", [False, True])
+def test_big_chunks_become_numbered_parts_holding_every_row_in_order(aws, compress):
     s3 = aws_client("s3", aws)
     s3.create_bucket(Bucket="out")
-    sink = S3CsvSink("out", "", aws, compress=True, rows=2)
+    sink = S3CsvSink("out", "", aws, compress=compress, rows=2)
     sink.write(ResultChunk("batch-1", [_row(f"r{i}", f"s3://b/{i}") for i in range(5)]))
 
+    suffix = ".csv.gz" if compress else ".csv"
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="out")["Contents"])
-    assert keys == [f"batch-1-part-000{n}.csv.gz" for n in (1, 2, 3)]
-    body = gzip.decompress(s3.get_object(Bucket="out", Key=keys[2])["Body"].read()).decode()
-    [row] = list(csv.DictReader(io.StringIO(body)))
-    assert row["request_id"] == "r4" and json.loads(row["meta"]) == {
-        "camera": {"model": "X1"},
-        "tags": ["a"],
-    }
+    assert keys == [f"batch-1-part-000{n}{suffix}" for n in (1, 2, 3)]
+    parts = []
+    for key in keys:
+        body = s3.get_object(Bucket="out", Key=key)["Body"].read()
+        text = (gzip.decompress(body) if compress else body).decode()
+        parts.append([row["request_id"] for row in csv.DictReader(io.StringIO(text))])
+    assert parts == [["r0", "r1"], ["r2", "r3"], ["r4"]]  # every record once, in order, 2/2/1
+    body = s3.get_object(Bucket="out", Key=keys[2])["Body"].read()
+    [row] = list(
+        csv.DictReader(io.StringIO((gzip.decompress(body) if compress else body).decode()))
+    )
+    assert json.loads(row["meta"]) == {"camera": {"model": "X1"}, "tags": ["a"]}
 
 
 # -- SQS results ---------------------------------------------------------------------
