@@ -6,6 +6,7 @@ The flow file passes its flow function in, so this library never imports ``flows
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -34,6 +35,15 @@ def main(flow_fn: Callable[..., Any], argv: list[str] | None = None) -> int:
         help=f"PostgresDatabase block name or URL (default: ${DB_ENV})",
     )
     run.add_argument("--images", default="sessions/", help="folder or s3:// prefix of pictures")
+    serve = sub.add_parser("serve", help="the arm's websocket endpoint")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=6000)
+    serve.add_argument(
+        "--database",
+        default=os.environ.get(DB_ENV, "sessions-db"),
+        help=f"PostgresDatabase block name or URL (default: ${DB_ENV})",
+    )
+    serve.add_argument("--images", default="sessions/", help="folder or s3:// prefix of pictures")
     args = parser.parse_args(argv)
 
     from blocks.settings import local_settings
@@ -43,6 +53,8 @@ def main(flow_fn: Callable[..., Any], argv: list[str] | None = None) -> int:
         with local_settings():
             if args.command == "demo":
                 return demo_session(flow_fn, args.seed, args.items, args.containers)
+            if args.command == "serve":
+                return serve_endpoint(flow_fn, args.host, args.port, args.database, args.images)
             text = args.constants
             constants = json.loads(Path(text).read_text() if Path(text).is_file() else text)
             commands = flow_fn(
@@ -118,3 +130,41 @@ def demo_session(flow_fn: Callable[..., Any], seed: int, items: int, containers:
     finally:
         if server is not None:
             server.close()
+
+
+def serve_endpoint(
+    flow_fn: Callable[..., Any], host: str, port: int, database: str, images: str
+) -> int:
+    """Serve the arm protocol until interrupted; each session end is a flow run."""
+    import asyncio
+    import logging
+
+    from infergraph.detection.predictor import Detector
+    from infergraph.sessions.endpoint import SessionEndpoint
+    from infergraph.sessions.service import ImageVault, store_for
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    detector = Detector()
+    detector.load()
+
+    def run_session(arm_id: str, session_id: str, constants: dict[str, Any]) -> Any:
+        return flow_fn(
+            arm_id=arm_id,
+            session_id=session_id,
+            arm_constants=constants,
+            database=database,
+            images=images,
+        )
+
+    async def forever() -> None:
+        endpoint = SessionEndpoint(store_for(database), ImageVault(images), detector, run_session)
+        await endpoint.start(host, port)
+        print(f"sorting-arm endpoint on ws://{host}:{port}")
+        try:
+            await asyncio.Future()
+        finally:
+            await endpoint.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(forever())
+    return 0
