@@ -73,3 +73,27 @@ def aws(moto_endpoint: str):
 def fixtures_dir() -> Path:
     """``tests/fixtures``: reference data from the systems infergraph replaces (NOTES §3, §4)."""
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """ONE real PostgreSQL per test session, from the machine's binaries (see pgserver)."""
+    from infergraph.sessions.pgserver import PostgresUnavailable, ThrowawayPostgres
+
+    try:
+        server = ThrowawayPostgres()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def pg_conninfo(postgres_server) -> str:
+    """The session's PostgreSQL with empty infergraph tables (schema kept, rows truncated)."""
+    import psycopg
+
+    with psycopg.connect(postgres_server.conninfo, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS commands, objects, images, sessions CASCADE")
+        conn.execute("DROP TABLE IF EXISTS infergraph_schema_version")
+    return postgres_server.conninfo

@@ -81,9 +81,10 @@ def test_every_flow_has_a_deployment() -> None:
         "flows/reasoning.py:process_inference",
         "flows/reasoning.py:refresh_bulk_loads",
         "flows/s3_events_bridge.py:s3_events_bridge",
+        "flows/sessions.py:sorting_session",
     }
     names = [d["name"] for d in SPEC["deployments"]]
-    assert len(names) == len(set(names)) == 7
+    assert len(names) == len(set(names)) == 8
 
 
 def test_the_emulator_saves_every_block_the_deployments_name() -> None:
@@ -122,6 +123,7 @@ def test_the_aws_example_needs_its_account_and_region() -> None:
     [
         ("jobs/t.rdfoxjob.json", "jobspec"),
         ("transactions/transactions_2026-01-01_001/rdfox.log", "reasoner-log"),
+        ("sessions/arm-1/S12/session.end", "session-end"),
         ("incoming/a.png", "image"),
     ],
 )

@@ -129,6 +129,7 @@ RESOURCES = Resources(
         Notification("infergraph-local", "s3-events", prefix="incoming/"),
         Notification(REASONING_INPUT, "s3-events", suffix=".rdfoxjob.json"),
         Notification(REASONING_OUTPUT, "s3-events", suffix="/rdfox.log"),
+        Notification("infergraph-local", "s3-events", prefix="sessions/", suffix="/session.end"),
     ],
     extra_blocks={
         # The credentials every deployment names (prefect.yaml): here the emulator's.

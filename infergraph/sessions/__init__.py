@@ -1,0 +1,1 @@
+"""Sorting sessions: detections per picture → arm coordinates → pick/drop commands."""
