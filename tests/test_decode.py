@@ -109,6 +109,18 @@ def test_all_black_image_is_valid() -> None:
     assert out.shape == (64, 64, 3) and not out.any()
 
 
+def test_the_projects_own_pixel_limit_fires_far_below_pillows_guard() -> None:
+    """3000×3000 is 9 MP: Pillow's bomb guard (89 MP warning, 179 MP error) lets it
+    through, so only infergraph's own check can refuse it at a 1 MP limit."""
+    png = encode(Image.new("L", (3000, 3000)), "PNG")
+    assert Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > 9_000_000
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_image(png, "big.png", max_pixels=1_000_000)
+    assert "9,000,000 pixels" in str(caught.value)
+    assert "over the limit of 1,000,000" in str(caught.value)
+    assert decode_image(png, "big.png", max_pixels=10_000_000).shape == (3000, 3000, 3)
+
+
 def test_pixel_limit_rejects_before_decoding() -> None:
     # A 20000×20000 PNG of zeros: 60 KB on disk, 1.2 GB as RGB pixels.
     width = height = 20_000
