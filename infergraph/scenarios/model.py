@@ -19,6 +19,7 @@ import nbformat
 import yaml
 
 from infergraph.scenarios import asl
+from infergraph.scenarios.auth import DEFAULT_HANDLERS
 
 ASL_FILE = "step-functions.json"
 YAML_FILE = "steps.yaml"
@@ -84,7 +85,8 @@ def load_model(path: str | Path, handlers: Mapping[str, Any] | None = None) -> M
         definition, source = steps_yaml_to_asl(yaml_path), str(yaml_path)
     else:
         raise ModelError(f"model folder {root} has neither {ASL_FILE} nor {YAML_FILE}")
-    asl.validate(definition, _task_checker(root, handlers or {}), source)
+    handlers = DEFAULT_HANDLERS if handlers is None else handlers
+    asl.validate(definition, _task_checker(root, handlers), source)
     return Model(root, definition, source)
 
 
