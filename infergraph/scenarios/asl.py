@@ -183,7 +183,9 @@ def _validate_machine(
             continue
         kind = state.get("Type")
         if kind not in STATE_TYPES:
-            problems.append(f"{at}: unknown Type {kind!r} (known: {', '.join(sorted(STATE_TYPES))})")
+            problems.append(
+                f"{at}: unknown Type {kind!r} (known: {', '.join(sorted(STATE_TYPES))})"
+            )
             continue
         _validate_paths(state, at, problems)
         targets: list[tuple[str, Any]] = []
@@ -193,7 +195,9 @@ def _validate_machine(
                 problems.append(f"{at}: Choice needs a non-empty 'Choices' list")
                 choices = []
             for i, rule in enumerate(choices):
-                targets.append((f"Choices[{i}].Next", rule.get("Next") if isinstance(rule, dict) else None))
+                targets.append(
+                    (f"Choices[{i}].Next", rule.get("Next") if isinstance(rule, dict) else None)
+                )
                 _validate_rule(rule, f"{at} Choices[{i}]", problems, top=True)
             if "Default" in state:
                 targets.append(("Default", state["Default"]))
@@ -206,7 +210,9 @@ def _validate_machine(
             else:
                 problems.append(f"{at}: needs 'Next' or 'End: true'")
         for i, catcher in enumerate(state.get("Catch") or []):
-            targets.append((f"Catch[{i}].Next", catcher.get("Next") if isinstance(catcher, dict) else None))
+            targets.append(
+                (f"Catch[{i}].Next", catcher.get("Next") if isinstance(catcher, dict) else None)
+            )
         for what, target in targets:
             if target not in states:
                 problems.append(f"{at}: {what} {target!r} is not a state")
@@ -479,7 +485,9 @@ class Interpreter:
     def _map(self, name: str, state: dict[str, Any], data: Any, ctx: dict[str, Any]) -> list[Any]:
         items = select(state["ItemsPath"], data, ctx) if "ItemsPath" in state else data
         if not isinstance(items, list):
-            raise StatesError("States.Runtime", f"ItemsPath gave {type(items).__name__}, not a list")
+            raise StatesError(
+                "States.Runtime", f"ItemsPath gave {type(items).__name__}, not a list"
+            )
         processor = state.get("ItemProcessor") or state["Iterator"]
         selector = state.get("ItemSelector", state.get("Parameters"))
         thunks = []
@@ -497,7 +505,9 @@ class Interpreter:
             return state["Default"]
         raise StatesError("States.NoChoiceMatched", "no choice rule matched and no Default", name)
 
-    def _wait_seconds(self, state: dict[str, Any], data: Any, ctx: dict[str, Any], name: str) -> float:
+    def _wait_seconds(
+        self, state: dict[str, Any], data: Any, ctx: dict[str, Any], name: str
+    ) -> float:
         if "Seconds" in state:
             return float(state["Seconds"])
         if "SecondsPath" in state:
@@ -505,7 +515,9 @@ class Interpreter:
         stamp = state.get("Timestamp") or self._select(state["TimestampPath"], data, ctx, name)
         return max(0.0, (_timestamp(stamp) - datetime.now(UTC)).total_seconds())
 
-    def _path(self, state: dict[str, Any], key: str, data: Any, ctx: dict[str, Any], name: str) -> Any:
+    def _path(
+        self, state: dict[str, Any], key: str, data: Any, ctx: dict[str, Any], name: str
+    ) -> Any:
         if key not in state:
             return data
         if state[key] is None:
@@ -590,7 +602,9 @@ def _evaluate(rule: dict[str, Any], data: Any, ctx: dict[str, Any]) -> bool:
 
 def _glob(pattern: str) -> re.Pattern[str]:
     parts = re.split(r"(\\\*|\*)", pattern)
-    return re.compile("".join(".*" if p == "*" else re.escape(p.replace("\\*", "*")) for p in parts))
+    return re.compile(
+        "".join(".*" if p == "*" else re.escape(p.replace("\\*", "*")) for p in parts)
+    )
 
 
 def _parse_ts(value: Any) -> datetime | None:

@@ -274,4 +274,3 @@ def read_request(store: ScenarioStore, key: str) -> dict[str, Any]:
         "metadata": request.get("metadata") or {},
         "caller": request.get("caller") or (request.get("metadata") or {}).get("user_email"),
     }
-

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import psutil
 
-from infergraph.scenarios.store import ScenarioStore, download
+from infergraph.scenarios.store import ScenarioStore
 
 #: Scenario keys that are run bookkeeping, not inputs: never downloaded into a work folder.
 BOOKKEEPING = re.compile(r"^(logs/|status\.json$|run\.json$|\.)")

@@ -160,13 +160,19 @@ class S3Store:
 
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         self._call(
-            "writing", self.client.put_object, Key=self._key(key), Body=data, Metadata=metadata or {}
+            "writing",
+            self.client.put_object,
+            Key=self._key(key),
+            Body=data,
+            Metadata=metadata or {},
         )
 
     def put_new(self, key: str, data: bytes) -> bool:
         """S3 conditional write (If-None-Match: *): exactly one concurrent writer wins."""
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+            )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412"}:
                 return False
