@@ -175,6 +175,7 @@ def _validate_machine(
     if start not in states:
         problems.append(f"{where or 'definition'}: StartAt {start!r} is not a state")
     edges: dict[str, set[str]] = {}
+    dangling: set[str] = set()
     for name, state in states.items():
         at = f"{where}state {name!r}"
         edges[name] = set()
@@ -216,6 +217,7 @@ def _validate_machine(
         for what, target in targets:
             if target not in states:
                 problems.append(f"{at}: {what} {target!r} is not a state")
+                dangling.add(name)  # reported here: not a cycle too
             else:
                 edges[name].add(target)
         for i, retrier in enumerate(state.get("Retry") or []):
@@ -242,7 +244,7 @@ def _validate_machine(
         ):
             problems.append(f"{at}: Wait needs Seconds, SecondsPath, Timestamp or TimestampPath")
     if start in states:
-        _validate_graph(start, states, edges, where, problems)
+        _validate_graph(start, states, edges, dangling, where, problems)
 
 
 def _validate_paths(state: dict[str, Any], at: str, problems: list[str]) -> None:
@@ -306,14 +308,19 @@ def _validate_rule(rule: Any, at: str, problems: list[str], top: bool) -> None:
 
 
 def _validate_graph(
-    start: str, states: dict[str, Any], edges: dict[str, set[str]], where: str, problems: list[str]
+    start: str,
+    states: dict[str, Any],
+    edges: dict[str, set[str]],
+    dangling: set[str],
+    where: str,
+    problems: list[str],
 ) -> None:
     reachable = _closure({start}, edges)
     for name in states:
         if name not in reachable:
             problems.append(f"{where}state {name!r}: unreachable from StartAt {start!r}")
     # A state that can never reach a terminal state loops forever (a cycle with no exit).
-    terminal = {
+    terminal = dangling | {
         n
         for n, s in states.items()
         if isinstance(s, dict) and (s.get("Type") in TERMINAL_TYPES or s.get("End") is True)
