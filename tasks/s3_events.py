@@ -54,6 +54,8 @@ EVENT = "aws.s3.object.created"
 #: Object kinds, by key ending, copied into the ``aws.s3.object.kind`` label.
 JOBSPEC_SUFFIX = ".rdfoxjob.json"
 REASONER_LOG_SUFFIX = "/rdfox.log"
+#: ``<scenario>/run.json``: a request to run that scenario (the run-scenario deployment).
+SCENARIO_RUN_SUFFIX = "/run.json"
 #: Ids of the same object event are equal in every bridge process.
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://infergraph.dev/events/" + EVENT)
 #: Statuses that say this batch's content was refused; any other failure is the API's.
@@ -62,11 +64,14 @@ T = TypeVar("T")
 
 
 def object_kind(key: str) -> str:
-    """``jobspec``, ``reasoner-log``, ``image`` or ``other``: what a trigger can match on."""
+    """``jobspec``, ``reasoner-log``, ``scenario-run``, ``image`` or ``other``: what a trigger
+    can match on."""
     if key.endswith(JOBSPEC_SUFFIX):
         return "jobspec"
     if key.endswith(REASONER_LOG_SUFFIX):
         return "reasoner-log"
+    if key.endswith(SCENARIO_RUN_SUFFIX):
+        return "scenario-run"
     if key.lower().endswith(IMAGE_SUFFIXES):
         return "image"
     return "other"

@@ -81,9 +81,10 @@ def test_every_flow_has_a_deployment() -> None:
         "flows/reasoning.py:process_inference",
         "flows/reasoning.py:refresh_bulk_loads",
         "flows/s3_events_bridge.py:s3_events_bridge",
+        "flows/scenarios.py:run_scenario",
     }
     names = [d["name"] for d in SPEC["deployments"]]
-    assert len(names) == len(set(names)) == 7
+    assert len(names) == len(set(names)) == 8
 
 
 def test_the_emulator_saves_every_block_the_deployments_name() -> None:
@@ -123,6 +124,7 @@ def test_the_aws_example_needs_its_account_and_region() -> None:
         ("jobs/t.rdfoxjob.json", "jobspec"),
         ("transactions/transactions_2026-01-01_001/rdfox.log", "reasoner-log"),
         ("incoming/a.png", "image"),
+        ("bridge_closed/run.json", "scenario-run"),
     ],
 )
 def test_each_trigger_waits_for_a_kind_the_notifications_deliver(key: str, kind: str) -> None:
