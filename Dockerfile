@@ -21,6 +21,7 @@
 #               infergraph python -m api --host 0.0.0.0 --port 8000
 #             (mount the users file as a secret; the image holds no secrets)
 #   S3 events bridge: python -m flows.s3_events_bridge --queue s3-events
+#   scenario runs: docker run infergraph python flows/scenarios.py demo
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
@@ -46,6 +47,7 @@ COPY tasks tasks
 COPY blocks blocks
 COPY predictors predictors
 COPY api api
+COPY infergraph infergraph
 COPY prefect.yaml ./
 RUN .ci/install-image project \
     && mkdir results logs \

@@ -35,7 +35,9 @@ def chain_model(root: Path) -> Path:
     root.mkdir(parents=True)
     (root / "noop.py").write_text("pass\n")
     names = [f"step {i:02d}" for i in range(STEPS)]
-    states = {n: task("noop.py", names[i + 1] if i + 1 < STEPS else None) for i, n in enumerate(names)}
+    states = {
+        n: task("noop.py", names[i + 1] if i + 1 < STEPS else None) for i, n in enumerate(names)
+    }
     (root / "step-functions.json").write_text(json.dumps({"StartAt": names[0], "States": states}))
     return root
 
@@ -46,7 +48,9 @@ def parallel_model(root: Path, branches: int) -> Path:
     branch = lambda i: {"StartAt": f"sleep {i}", "States": {f"sleep {i}": task("sleep.py", None)}}  # noqa: E731
     definition = {
         "StartAt": "P",
-        "States": {"P": {"Type": "Parallel", "Branches": [branch(i) for i in range(branches)], "End": True}},  # noqa: E501
+        "States": {
+            "P": {"Type": "Parallel", "Branches": [branch(i) for i in range(branches)], "End": True}
+        },
     }
     (root / "step-functions.json").write_text(json.dumps(definition))
     return root

@@ -76,8 +76,24 @@ def test_choice_operators_and_default() -> None:
         ({"Variable": "$.z", "IsNull": True}, "yes"),
         ({"Variable": "$.missing", "IsPresent": False}, "yes"),
         ({"Variable": "$.s", "IsNumeric": True}, "no"),
-        ({"And": [{"Variable": "$.n", "NumericGreaterThan": 1}, {"Variable": "$.b", "BooleanEquals": True}]}, "yes"),  # noqa: E501
-        ({"Or": [{"Variable": "$.n", "NumericEquals": 1}, {"Variable": "$.s", "StringEquals": "x"}]}, "no"),  # noqa: E501
+        (
+            {
+                "And": [
+                    {"Variable": "$.n", "NumericGreaterThan": 1},
+                    {"Variable": "$.b", "BooleanEquals": True},
+                ]
+            },
+            "yes",
+        ),
+        (
+            {
+                "Or": [
+                    {"Variable": "$.n", "NumericEquals": 1},
+                    {"Variable": "$.s", "StringEquals": "x"},
+                ]
+            },
+            "no",
+        ),
         ({"Not": {"Variable": "$.s", "StringEquals": "x"}}, "yes"),
     ]
     for rule, expected in cases:
@@ -165,10 +181,16 @@ def test_retry_with_backoff_counted_then_catch() -> None:
                 "Resource": "x",
                 "Retry": [
                     {"ErrorEquals": ["Lambda.ServiceException"], "MaxAttempts": 9},
-                    {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 2, "MaxAttempts": 3,
-                     "BackoffRate": 2},
-                ],  # fmt: skip
-                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.err", "Next": "Handled"}],
+                    {
+                        "ErrorEquals": ["States.ALL"],
+                        "IntervalSeconds": 2,
+                        "MaxAttempts": 3,
+                        "BackoffRate": 2,
+                    },
+                ],
+                "Catch": [
+                    {"ErrorEquals": ["States.ALL"], "ResultPath": "$.err", "Next": "Handled"}
+                ],
                 "End": True,
             },
             "Handled": {"Type": "Pass", "End": True},

@@ -155,9 +155,9 @@ def test_writes_outside_the_work_folder_are_not_uploaded(
 
 def test_steps_yaml_with_when_parallel_and_retry(local_store: LocalStore, tmp_path: Path) -> None:
     root = tmp_path / "model"
-    flaky = (
-        "import os, pathlib, sys\np = pathlib.Path(os.environ['SCENARIO_WORK_DIR']).parent / "
-        "'flaky.count'\nn = int(p.read_text()) if p.exists() else 0\np.write_text(str(n + 1))\n"
+    flaky = (  # fails on its first attempt only: a counter outside the work folder
+        "import json, pathlib, sys\np = pathlib.Path(json.loads(sys.argv[1])['counter'])\n"
+        "n = int(p.read_text()) if p.exists() else 0\np.write_text(str(n + 1))\n"
         "sys.exit(0 if n >= 1 else 1)\n"
     )
     files = {
@@ -177,7 +177,10 @@ def test_steps_yaml_with_when_parallel_and_retry(local_store: LocalStore, tmp_pa
         (root / rel).write_text(text)
     seed(local_store)
     slept: list[float] = []
-    status = run_scenario(root, local_store, "base", {}, authorize=False, sleep=slept.append)
+    status = run_scenario(
+        root, local_store, "base", {"counter": str(tmp_path / "count")}, authorize=False,
+        sleep=slept.append,
+    )  # fmt: skip
     keys = local_store.keys("base/")
     assert {"base/out_a.txt", "base/out_b.txt", "base/out_c.txt"} <= set(keys)
     assert "base/out_skipped.txt" not in keys
@@ -195,7 +198,9 @@ def test_steps_yaml_with_when_parallel_and_retry(local_store: LocalStore, tmp_pa
         ("missing state", "Next 'STEP 9' is not a state"),
     ],
 )
-def test_bad_input_is_named(local_store: LocalStore, tmp_path: Path, case: str, message: str) -> None:
+def test_bad_input_is_named(
+    local_store: LocalStore, tmp_path: Path, case: str, message: str
+) -> None:
     model = reference_model(tmp_path / "model")
     definition = json.loads((model / "step-functions.json").read_text())
     scenario, arg, caller = "base", "{}", "ann@example.com"

@@ -477,7 +477,7 @@ class Interpreter:
         if "Parameters" in state and kind != "Map":
             data = resolve_parameters(state["Parameters"], data, ctx)
         if kind == "Pass":
-            return state["Result"] if "Result" in state else data
+            return state.get("Result", data)
         if kind == "Task":
             return self.run_task(name, state, data, ctx)
         if kind == "Parallel":

@@ -27,7 +27,11 @@ REFERENCE_RETRY = [
 
 def write_notebook(path: Path, *sources: str) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.cells = [nbformat.v4.new_code_cell(src) for src in sources]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
@@ -63,9 +67,12 @@ def reference_definition(steps: list[tuple[str, str]]) -> dict[str, Any]:
             "OutputPath": "$.Payload",
             "Parameters": {
                 "FunctionName": "arn:aws:lambda:eu-west-2:123456789012:function:auth:$LATEST",
-                "Payload": {"authorization.$": "$.authorization", "model": "m",
-                            "choice.$": "$.choice"},
-            },  # fmt: skip
+                "Payload": {
+                    "authorization.$": "$.authorization",
+                    "model": "m",
+                    "choice.$": "$.choice",
+                },
+            },
             "Retry": REFERENCE_RETRY,
             "Next": steps[0][0],
         }
