@@ -260,3 +260,16 @@ def test_one_run_per_scenario_and_stale_locks(local_store: LocalStore) -> None:
     expired = {"host": "elsewhere", "pid": os.getpid(), "expires": "2000-01-01T00:00:00+00:00"}
     local_store.put(lock_key("base"), json.dumps(expired).encode())
     acquire(local_store, "base", None, "after-expiry").release()
+
+
+def test_run_json_request_names_scenario_and_arguments(local_store: LocalStore) -> None:
+    from infergraph.scenarios.run import read_request
+
+    body = {"launcher_arg": {"params": {"mode": "compare"}}, "metadata": {"user_email": "a@b"}}
+    local_store.put("bridge_closed/run.json", json.dumps(body).encode())
+    request = read_request(local_store, "bridge_closed/run.json")
+    assert request["scenario"] == "bridge_closed" and request["caller"] == "a@b"
+    assert request["launcher_arg"] == {"params": {"mode": "compare"}}
+    local_store.put("base/run.json", b"{not json")
+    with pytest.raises(ScenarioError, match="run.json is not JSON"):
+        read_request(local_store, "base/run.json")
