@@ -271,5 +271,5 @@ def test_run_json_request_names_scenario_and_arguments(local_store: LocalStore) 
     assert request["scenario"] == "bridge_closed" and request["caller"] == "a@b"
     assert request["launcher_arg"] == {"params": {"mode": "compare"}}
     local_store.put("base/run.json", b"{not json")
-    with pytest.raises(ScenarioError, match="run.json is not JSON"):
+    with pytest.raises(ScenarioError, match=r"run\.json is not JSON"):
         read_request(local_store, "base/run.json")
