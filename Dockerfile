@@ -21,6 +21,7 @@
 #               infergraph python -m infergraph.api --host 0.0.0.0 --port 8000
 #             (mount the users file as a secret; the image holds no secrets)
 #   S3 events bridge: python -m infergraph.events --queue s3-events
+#   scenario runs: docker run infergraph python flows/scenarios.py demo
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 

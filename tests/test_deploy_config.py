@@ -82,6 +82,7 @@ def test_every_flow_has_a_deployment() -> None:
         "flows/reasoning.py:refresh_bulk_loads",
         "flows/s3_events_bridge.py:s3_events_bridge",
         "flows/sessions.py:sorting_session",
+        "flows/scenarios.py:run_scenario",
     }
     names = [d["name"] for d in SPEC["deployments"]]
     assert len(names) == len(set(names)) == 8
@@ -125,6 +126,7 @@ def test_the_aws_example_needs_its_account_and_region() -> None:
         ("transactions/transactions_2026-01-01_001/rdfox.log", "reasoner-log"),
         ("sessions/arm-1/S12/session.end", "session-end"),
         ("incoming/a.png", "image"),
+        ("bridge_closed/run.json", "scenario-run"),
     ],
 )
 def test_each_trigger_waits_for_a_kind_the_notifications_deliver(key: str, kind: str) -> None:

@@ -104,6 +104,7 @@ def _bridge(queue: SqsQueue, **options: Any):
         ("jobs/2024/a.rdfoxjob.json", "jobspec"),
         ("a.RDFOXJOB.JSON", "other"),  # S3 suffix filters are case-sensitive too
         ("ds/job-1/rdfox.log", "reasoner-log"),
+        ("bridge_closed/run.json", "scenario-run"),
         ("rdfox.log", "other"),
         ("ds/job-1/my-rdfox.log", "other"),
         ("in/x.PNG", "image"),

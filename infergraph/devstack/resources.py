@@ -21,6 +21,8 @@ CREDENTIALS_BLOCK = "local-aws"
 #: The AwsCredentials block name prefect.yaml's deployments use, on the emulator or real AWS.
 DEPLOYMENT_CREDENTIALS_BLOCK = "infergraph-aws"
 REASONING_INPUT, REASONING_OUTPUT = "reasoning-input", "reasoning-output"
+#: The run-scenario deployment's store: the example model's scenarios, uploaded by ``up``.
+SCENARIO_BUCKET = "transport-model"
 HOME = Path(os.environ.get("INFERGRAPH_HOME", Path.home() / ".infergraph")) / "local-aws"
 
 
@@ -83,6 +85,10 @@ class Resources:
     uploads: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def _scenarios() -> Path:
+    return Path(__file__).resolve().parent.parent / "infergraph/scenarios/example_model/scenarios"
+
+
 def _samples() -> Path:
     return Path(__file__).resolve().parent.parent / "predictors" / "digits" / "samples"
 
@@ -92,6 +98,7 @@ RESOURCES = Resources(
         Bucket("infergraph-local", block="infergraph-local"),
         Bucket(REASONING_INPUT),
         Bucket(REASONING_OUTPUT),
+        Bucket(SCENARIO_BUCKET),
     ],
     queues=[
         Queue("inference-requests", block="inference-requests"),
@@ -130,6 +137,7 @@ RESOURCES = Resources(
         Notification(REASONING_INPUT, "s3-events", suffix=".rdfoxjob.json"),
         Notification(REASONING_OUTPUT, "s3-events", suffix="/rdfox.log"),
         Notification("infergraph-local", "s3-events", prefix="sessions/", suffix="/session.end"),
+        Notification(SCENARIO_BUCKET, "s3-events", suffix="/run.json"),
     ],
     extra_blocks={
         # The credentials every deployment names (prefect.yaml): here the emulator's.
@@ -146,7 +154,13 @@ RESOURCES = Resources(
             "reasoning-graph": {"path": "{home}/reasoning-graph", "credentials": CREDENTIALS_BLOCK}
         },
     },
-    uploads=[(_samples(), "s3://infergraph-local/samples/")],
+    uploads=[
+        (_samples(), "s3://infergraph-local/samples/"),
+        *[
+            (_scenarios() / name, f"s3://{SCENARIO_BUCKET}/{name}/")
+            for name in ("base", "bridge_closed")
+        ],
+    ],
 )
 
 

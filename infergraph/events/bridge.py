@@ -54,6 +54,8 @@ EVENT = "aws.s3.object.created"
 JOBSPEC_SUFFIX = ".rdfoxjob.json"
 REASONER_LOG_SUFFIX = "/rdfox.log"
 SESSION_END_SUFFIX = "/session.end"
+#: ``<scenario>/run.json``: a request to run that scenario (the run-scenario deployment).
+SCENARIO_RUN_SUFFIX = "/run.json"
 #: Ids of the same object event are equal in every bridge process.
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://infergraph.dev/events/" + EVENT)
 #: Statuses that say this batch's content was refused; any other failure is the API's.
@@ -62,13 +64,16 @@ T = TypeVar("T")
 
 
 def object_kind(key: str) -> str:
-    """``jobspec``, ``reasoner-log``, ``session-end``, ``image`` or ``other``: for triggers."""
+    """``jobspec``, ``reasoner-log``, ``session-end``, ``scenario-run``, ``image`` or
+    ``other``: what a trigger can match on."""
     if key.endswith(JOBSPEC_SUFFIX):
         return "jobspec"
     if key.endswith(REASONER_LOG_SUFFIX):
         return "reasoner-log"
     if key.endswith(SESSION_END_SUFFIX):
         return "session-end"
+    if key.endswith(SCENARIO_RUN_SUFFIX):
+        return "scenario-run"
     if key.lower().endswith(IMAGE_SUFFIXES):
         return "image"
     return "other"

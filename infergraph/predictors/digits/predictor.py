@@ -19,7 +19,7 @@ SAMPLES = HERE / "samples"
 class DigitsClassifier(ClassifierPredictor):
     """Classifies images of single handwritten digits (0–9).
 
-    Trained by ``infergraph/infergraph/predictors/digits/train.py`` on scikit-learn's digits; the
+    Trained by ``infergraph/predictors/digits/train.py`` on scikit-learn's digits; the
     held-out digits ship in ``infergraph/predictors/digits/samples``.
     """
 
