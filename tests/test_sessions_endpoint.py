@@ -17,8 +17,7 @@ from infergraph.sessions.endpoint import MAX_FRAME, SessionEndpoint
 from infergraph.sessions.service import ImageVault
 from infergraph.sessions.store import SessionStore
 from infergraph.sessions.synthetic import CONSTANTS, session_pictures
-
-from .conftest import free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.asyncio
 
