@@ -17,7 +17,6 @@ import pytest
 from flows.scenarios import run_scenario
 from infergraph.scenarios.lock import ScenarioBusy, acquire, lock_key
 from infergraph.scenarios.store import LocalStore, S3Store
-from tests.conftest import REPO
 from tests.support.scenarios import (
     HELPERS,
     NOTEBOOK_1,
@@ -26,6 +25,7 @@ from tests.support.scenarios import (
     write_model,
     write_notebook,
 )
+from tests.support.servers import REPO
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

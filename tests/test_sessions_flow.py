@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from .conftest import REPO
+from tests.support.servers import REPO
 
 
 def test_demo_in_a_fresh_process() -> None:
