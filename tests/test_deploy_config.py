@@ -85,7 +85,7 @@ def test_every_flow_has_a_deployment() -> None:
         "flows/scenarios.py:run_scenario",
     }
     names = [d["name"] for d in SPEC["deployments"]]
-    assert len(names) == len(set(names)) == 8
+    assert len(names) == len(set(names)) == 9
 
 
 def test_the_emulator_saves_every_block_the_deployments_name() -> None:

@@ -42,6 +42,8 @@ DEPLOYMENTS = {
     "process-inference/process-inference",
     "refresh-bulk-loads/refresh-bulk-loads",
     "s3-events-bridge/s3-events-bridge",
+    "sorting-session/sorting-session",
+    "run-scenario/run-scenario",
 }
 
 
