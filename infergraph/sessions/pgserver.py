@@ -90,23 +90,7 @@ class ThrowawayPostgres:
             "--no-sync",
             "--no-instructions",
         )
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.root / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        self._pg_ctl_start()
         self._run(
             str(self.bindir / "createdb"),
             "-h",
@@ -125,7 +109,14 @@ class ThrowawayPostgres:
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def restart(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._pg_ctl_start()
+
+    def _pg_ctl_start(self) -> None:
+        """Start the server on this data dir; durability is off (a throwaway test server)."""
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+            " -c synchronous_commit=off -c full_page_writes=off"
+        )
         self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
