@@ -88,6 +88,12 @@ def test_every_flow_has_a_deployment() -> None:
     assert len(names) == len(set(names)) == 9
 
 
+def test_every_folder_up_uploads_exists_and_has_files() -> None:
+    """``up`` must never report "uploaded 0 files" because a path went stale in a move."""
+    for folder, target in local_aws.RESOURCES.uploads:
+        assert folder.is_dir() and any(p.is_file() for p in folder.rglob("*")), (folder, target)
+
+
 def test_the_emulator_saves_every_block_the_deployments_name() -> None:
     config = local_blocks()
     missing = {(slug, name) for slug, name in all_named() if name not in config.get(slug, {})}

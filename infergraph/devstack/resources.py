@@ -86,7 +86,7 @@ class Resources:
 
 
 def _scenarios() -> Path:
-    return Path(__file__).resolve().parent.parent / "infergraph/scenarios/example_model/scenarios"
+    return Path(__file__).resolve().parent.parent / "scenarios" / "example_model" / "scenarios"
 
 
 def _samples() -> Path:
