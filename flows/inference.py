@@ -73,7 +73,9 @@ def inference(
             files; dynamodb://<DynamoDBTable block> (a results table;
             ?explode=top_k for one item per list element); s3://bucket/prefix/ (CSV
             objects; ?columns=a,b&gzip=true&rows=1000); sqs://<SqsQueue block>
-            (one message per result; ?oversize=s3://bucket/big/). Default:
+            (one message per result; ?oversize=s3://bucket/big/). A detector's
+            boxes become one row per box (keyed <record_id>#box<n>), or stay one
+            list per image with ?boxes=json on any sink. Default:
             results/predictions.csv and .jsonl.
         batch_size: Images per forward pass (and per task run).
         max_in_flight: Batches downloading or predicting at once; bounds memory.

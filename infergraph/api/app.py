@@ -45,6 +45,7 @@ from infergraph.api.uploads import (
 )
 from infergraph.api.users import UserStore
 from infergraph.inference.decode import FORMATS
+from infergraph.inference.records import Box
 from infergraph.inference.sinks.base import open_sink
 from infergraph.predictors.base import Predictor, RecordError, RecordMeta
 from infergraph.predictors.loading import get_predictor
@@ -82,6 +83,8 @@ class Prediction(BaseModel):
     category_name: str | None = None
     score: float | None = Field(default=None, ge=0, le=1, description="Probability of class_id.")
     top_k: list[TopClass] | None = None
+    boxes: list[Box] | None = Field(default=None, description="A detector's boxes, in pixels.")
+    box_count: int | None = None
     success: bool
     status_code: int = 200
     error: str | None = None

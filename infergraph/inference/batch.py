@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from infergraph.inference.boxes import BoxesError, check_boxes
 from infergraph.inference.fetch import FetchOptions, PreparedRecord, prepare_batch
-from infergraph.inference.records import ImageRecord, RowStatus
+from infergraph.inference.records import BOXES, ImageRecord, RowStatus
 from infergraph.predictors.base import Predictor, RecordError
 
 
@@ -25,9 +26,18 @@ class BatchOutput:
 def result_row(
     record: ImageRecord, output_fields: Sequence[str], outcome: dict[str, Any] | RecordError
 ) -> dict[str, Any]:
-    """The row written to sinks: identity, request fields, prediction or error."""
+    """The row written to sinks: identity, request fields, prediction or error.
+
+    A result with ``boxes`` must follow the ``Box`` contract, or the record fails
+    with the reason (sinks and the session store rely on every box's fields).
+    """
     row: dict[str, Any] = {"record_id": record.record_id, "uri": record.uri, **record.fields}
     row.update(dict.fromkeys(output_fields))
+    if not isinstance(outcome, RecordError) and BOXES in outcome:
+        try:
+            check_boxes(outcome[BOXES])
+        except BoxesError as exc:
+            outcome = RecordError(f"postprocess_output returned bad boxes: {exc}")
     if isinstance(outcome, RecordError):
         row.update(status=RowStatus.ERROR, error=str(outcome))
     else:

@@ -3,13 +3,16 @@
 An ``ImageRecord`` goes in; a ``ResultRow`` comes out with a ``RowStatus``; rows travel
 to sinks in ``ResultChunk``s. A queued request moves through ``RequestState``s, and a
 received message gets a ``Claim`` decision before any of its records is worked on.
+A detector's result carries a list of ``Box``es; sinks lay them out by ``BoxLayout``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypedDict
+from typing import Any
+
+from typing_extensions import TypedDict  # pydantic validates it on Python 3.11 (API models)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,40 @@ class ResultRow(TypedDict, total=False):
 
 def row_ok(row: dict[str, Any]) -> bool:
     return row.get("status") == RowStatus.OK
+
+
+class Box(TypedDict):
+    """One detected object, in absolute pixels of the decoded (EXIF-upright) image."""
+
+    class_id: int
+    label: str
+    score: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+#: The keys of a :class:`Box`, in column order.
+BOX_FIELDS: tuple[str, ...] = tuple(Box.__annotations__)
+#: The result field holding a detector's boxes, and the one counting them.
+BOXES = "boxes"
+BOX_COUNT = "box_count"
+#: Added to a per-box row: the box's position in its image's list, and the image's record id.
+BOX_INDEX = "box_index"
+IMAGE_RECORD_ID = "image_record_id"
+
+
+class BoxLayout(StrEnum):
+    """How a sink writes a result's boxes (the ``?boxes=`` sink option)."""
+
+    ROWS = "rows"  # one row per box, keyed by box_record_id (the default)
+    JSON = "json"  # one row per image, the list kept whole (JSON text in CSV cells)
+
+
+def box_record_id(record_id: str, index: int) -> str:
+    """The deterministic record id of an image's ``index``-th box: a rerun rewrites, never adds."""
+    return f"{record_id}#box{index}"
 
 
 class RequestState(StrEnum):

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from infergraph.inference.records import row_ok
+from infergraph.inference.records import BOXES, row_ok
 
 MAX_LISTED_ERRORS = 1000
 
@@ -23,6 +23,7 @@ class RunSummary:
     labelled: int = 0
     correct: int = 0
     written: int = 0
+    boxes: int = 0
     retried_groups: int = 0
     write_failures: int = 0
     per_class: Counter[str] = field(default_factory=Counter)
@@ -42,6 +43,11 @@ class RunSummary:
                     self.error_list.append((str(row.get("uri")), str(row.get("error"))))
                 continue
             self.predicted += 1
+            boxes = row.get(BOXES)
+            if isinstance(boxes, list):  # a detector: classes are counted per box
+                self.boxes += len(boxes)
+                self.per_class.update(str(b.get("label", b.get("class_id"))) for b in boxes)
+                continue
             name = str(row.get("category_name", row.get("class_id", "")))
             self.per_class[name] += 1
             label = row.get("label")
@@ -68,6 +74,7 @@ class RunSummary:
             "predicted": self.predicted,
             "errors": self.errors,
             "written": self.written,
+            **({"boxes": self.boxes} if self.boxes else {}),
             "retried_groups": self.retried_groups,
             "write_failures": self.write_failures,
             "accuracy": self.accuracy,
@@ -81,7 +88,8 @@ class RunSummary:
         """The few lines printed at the end of a run."""
         lines = [
             f"source:     {self.source}",
-            f"images:     {self.images} ({self.predicted} predicted, {self.errors} errors)",
+            f"images:     {self.images} ({self.predicted} predicted, {self.errors} errors)"
+            + (f", {self.boxes} boxes" if self.boxes else ""),
             f"written:    {self.written} rows"
             + (f", {self.write_failures} write failures" if self.write_failures else "")
             + (f", {self.retried_groups} groups left for retry" if self.retried_groups else ""),

@@ -80,3 +80,24 @@ class NotAPredictor:
 class Incomplete(Predictor):
     def preprocess_input(self, record: np.ndarray, meta: RecordMeta) -> Any:
         return record
+
+
+class BadBoxes(Predictor):
+    """A 'detector' whose second image gets a box without x2, to test the box contract."""
+
+    output_fields = ("boxes", "box_count")
+
+    def preprocess_input(self, record: np.ndarray, meta: RecordMeta) -> torch.Tensor:
+        return torch.zeros(1)
+
+    def predict(self, batch: torch.Tensor, metas: Sequence[RecordMeta]) -> list[int]:
+        return list(range(len(metas)))
+
+    def split(self, outputs: Any, count: int) -> list[Any]:
+        return list(outputs)
+
+    def postprocess_output(self, output: Any, meta: RecordMeta) -> dict[str, Any]:
+        box = {"class_id": 0, "label": "item", "score": 0.9, "x1": 1, "y1": 2, "x2": 3, "y2": 4}
+        if output == 1:
+            del box["x2"]
+        return {"boxes": [box], "box_count": 1}

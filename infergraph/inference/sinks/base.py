@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from infergraph.aws.storage import local_path
-from infergraph.inference.records import ResultChunk
+from infergraph.inference.boxes import lay_out, parse_layout
+from infergraph.inference.records import BoxLayout, ResultChunk
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,20 @@ class SinkError(ValueError):
     """The sink specification cannot be used."""
 
 
+#: The option every sink takes for a detector's boxes (see infergraph/inference/boxes.py).
+BOXES_OPTION = {"boxes": "a detector's boxes: rows (one row per box, the default) or json"}
+
+
 class Sink(ABC):
     """Receives chunks of result rows."""
 
     name: str = "sink"
+    #: How a detector's boxes are written; set from the ``?boxes=`` option.
+    boxes: BoxLayout = BoxLayout.ROWS
+
+    def laid_out(self, chunk: ResultChunk) -> list[dict[str, Any]]:
+        """The chunk's rows as this sink writes them (boxes laid out per :attr:`boxes`)."""
+        return lay_out(chunk.results, self.boxes)
 
     def open(self) -> None:
         """Prepare for a run; called once, in the flow's process, before any write."""
@@ -91,7 +102,7 @@ class JsonLinesFileSink(_LocalFile):
     """Results as JSON Lines: one object per image, nested values kept nested."""
 
     def write(self, chunk: ResultChunk) -> None:
-        text = "".join(json.dumps(r, default=str) + "\n" for r in chunk.results)
+        text = "".join(json.dumps(r, default=str) + "\n" for r in self.laid_out(chunk))
         with self._locked() as handle:
             handle.write(text)
 
@@ -108,7 +119,8 @@ class CsvFileSink(_LocalFile):
         self._warned: set[str] = set()
 
     def write(self, chunk: ResultChunk) -> None:
-        if not chunk.results:
+        rows = self.laid_out(chunk)
+        if not rows:
             return
         with self._locked() as handle:
             handle.seek(0)
@@ -116,17 +128,17 @@ class CsvFileSink(_LocalFile):
             header = not first_line
             if self.columns is None:
                 if header:
-                    self.columns = list(chunk.results[0])
+                    self.columns = list(rows[0])
                 else:
                     self.columns = next(csv.reader([first_line]))
-            extra = {k for r in chunk.results for k in r} - set(self.columns) - self._warned
+            extra = {k for r in rows for k in r} - set(self.columns) - self._warned
             if extra:
                 self._warned |= extra
                 logger.warning(
                     "%s: dropping columns not in the header: %s", self.name, sorted(extra)
                 )
             handle.seek(0, io.SEEK_END)
-            handle.write(csv_text(chunk.results, self.columns, header))
+            handle.write(csv_text(rows, self.columns, header))
 
 
 SinkFactory = Callable[[str, dict[str, Any]], Sink]
@@ -139,8 +151,9 @@ DEFAULT_SINKS = ("results/predictions.csv", "results/predictions.jsonl")
 def open_sink(spec: str | Sink, **options: Any) -> Sink:
     """Turn one entry of a flow's ``sinks`` parameter into a :class:`Sink`.
 
-    ``*.csv`` and ``*.jsonl`` paths are local files (rewritten each run); any
-    ``scheme://…`` must be registered in :data:`SINK_SCHEMES`.
+    ``*.csv`` and ``*.jsonl`` paths are local files (rewritten each run; a
+    ``?boxes=json`` suffix is their one option); any ``scheme://…`` must be
+    registered in :data:`SINK_SCHEMES`.
     """
     if isinstance(spec, Sink):
         return spec
@@ -150,10 +163,32 @@ def open_sink(spec: str | Sink, **options: Any) -> Sink:
         if factory is None:
             known = ", ".join(sorted({"file", *SINK_SCHEMES}))
             raise SinkError(f"sink {spec!r}: unknown scheme {scheme!r} (known: {known})")
-        return factory(spec, options)
-    path = local_path(spec)
+        sink = factory(spec, options)
+        sink.boxes = box_layout(spec)
+        return sink
+    text, _, query = spec.partition("?")
+    path = local_path(text)
+    local: Sink
     if path.suffix == ".csv":
-        return CsvFileSink(path, options.get("columns"))
-    if path.suffix in (".jsonl", ".ndjson"):
-        return JsonLinesFileSink(path)
-    raise SinkError(f"sink {spec!r}: a local sink must end in .csv or .jsonl")
+        local = CsvFileSink(path, options.get("columns"))
+    elif path.suffix in (".jsonl", ".ndjson"):
+        local = JsonLinesFileSink(path)
+    else:
+        raise SinkError(f"sink {spec!r}: a local sink must end in .csv or .jsonl")
+    if query:
+        name, eq, value = query.partition("=")
+        if name != "boxes" or not eq or "&" in value:
+            raise SinkError(f"sink {spec!r}: a local file's only option is ?boxes=rows|json")
+    local.boxes = box_layout(spec)
+    return local
+
+
+def box_layout(spec: str) -> BoxLayout:
+    """The ``boxes=`` option of a sink string (rows when absent)."""
+    from urllib.parse import parse_qs
+
+    values = parse_qs(spec.partition("?")[2], keep_blank_values=True).get("boxes")
+    try:
+        return parse_layout(values[-1] if values else None, f"sink {spec!r}")
+    except ValueError as exc:
+        raise SinkError(str(exc)) from None

@@ -31,12 +31,13 @@ from infergraph.aws.dynamodb import (
 )
 from infergraph.blockref import resolve_block
 from infergraph.inference.records import ResultChunk
-from infergraph.inference.sinks.base import Sink, SinkError
+from infergraph.inference.sinks.base import BOXES_OPTION, Sink, SinkError
 from infergraph.inference.specs import parse_spec
 
 OPTIONS = {
     "explode": "write one item per element of this list field (e.g. top_k)",
     "copy": "with explode: parent fields copied into each item (default: all others)",
+    **BOXES_OPTION,
 }
 BATCH_LIMIT = 25
 ATTEMPTS = 8
@@ -91,7 +92,7 @@ class DynamoDBResultsSink(Sink):
     def items(self, chunk: ResultChunk) -> Iterator[dict[str, Any]]:
         """The chunk's items, keyed; the last of any items sharing a key wins."""
         keyed: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for row in chunk.results:
+        for row in self.laid_out(chunk):
             record_id = str(row.get("record_id", ""))
             parts = (
                 explode(row, self.explode_field, self.copy)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from infergraph.aws.clients import aws_client
 from infergraph.inference.records import ResultChunk
-from infergraph.inference.sinks.base import Sink, csv_text
+from infergraph.inference.sinks.base import BOXES_OPTION, Sink, csv_text
 from infergraph.inference.specs import parse_spec
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ OPTIONS = {
     "columns": "comma-separated columns, in order (default: every field, first seen first)",
     "gzip": "compress objects (.csv.gz)",
     "rows": "most rows per object; bigger chunks become numbered parts (default 1000)",
+    **BOXES_OPTION,
 }
 DEFAULT_ROWS = 1000
 
@@ -56,10 +57,11 @@ class S3CsvSink(Sink):
 
     def objects(self, chunk: ResultChunk) -> list[tuple[str, bytes]]:
         """(key, body) for each object the chunk becomes."""
-        if not chunk.results:
+        results = self.laid_out(chunk)
+        if not results:
             return []
-        columns = self.columns or _columns(chunk.results)
-        parts = [chunk.results[i : i + self.rows] for i in range(0, len(chunk.results), self.rows)]
+        columns = self.columns or _columns(results)
+        parts = [results[i : i + self.rows] for i in range(0, len(results), self.rows)]
         suffix = ".csv.gz" if self.compress else ".csv"
         objects = []
         for number, rows in enumerate(parts, start=1):

@@ -30,10 +30,13 @@ from infergraph.aws.clients import aws_client
 from infergraph.aws.storage import split_s3_uri
 from infergraph.blockref import resolve_block
 from infergraph.inference.records import ResultChunk
-from infergraph.inference.sinks.base import Sink, SinkError
+from infergraph.inference.sinks.base import BOXES_OPTION, Sink, SinkError
 from infergraph.inference.specs import parse_spec
 
-OPTIONS = {"oversize": "s3://bucket/prefix/ where results over the queue's size limit are stored"}
+OPTIONS = {
+    "oversize": "s3://bucket/prefix/ where results over the queue's size limit are stored",
+    **BOXES_OPTION,
+}
 #: SQS's classic limit, used when the queue's own attribute cannot be read.
 DEFAULT_MAX_BYTES = 262_144
 BATCH_ENTRIES = 10
@@ -70,7 +73,7 @@ class SqsResultsSink(Sink):
     def entries(self, chunk: ResultChunk) -> list[dict[str, Any]]:
         """One ``SendMessageBatch`` entry per row (without its batch ``Id``)."""
         entries = []
-        for row in chunk.results:
+        for row in self.laid_out(chunk):
             record_id = str(row.get("record_id", ""))
             body = json.dumps(row, default=str)
             attributes = {"record_id": {"DataType": "String", "StringValue": record_id or "-"}}
