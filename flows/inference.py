@@ -16,7 +16,8 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_aws import AwsCredentials
 
-import infergraph.inference.aws_schemes  # noqa: F401  (registers the s3://, sqs://, dynamodb:// strings)
+import infergraph.inference.aws_schemes  # registers the s3://, sqs://, dynamodb:// strings
+import infergraph.inference.sinks.postgres  # noqa: F401  (registers postgres://<block>/<table>)
 from blocks.dynamodb import DynamoDBTable
 from blocks.sns import SnsTopic
 from infergraph.blockref import resolve_block
@@ -73,7 +74,9 @@ def inference(
             files; dynamodb://<DynamoDBTable block> (a results table;
             ?explode=top_k for one item per list element); s3://bucket/prefix/ (CSV
             objects; ?columns=a,b&gzip=true&rows=1000); sqs://<SqsQueue block>
-            (one message per result; ?oversize=s3://bucket/big/). A detector's
+            (one message per result; ?oversize=s3://bucket/big/);
+            postgres://<PostgresDatabase block>/<table> (upserted on record_id;
+            ?create=false needs the table to exist). A detector's
             boxes become one row per box (keyed <record_id>#box<n>), or stay one
             list per image with ?boxes=json on any sink. Default:
             results/predictions.csv and .jsonl.
