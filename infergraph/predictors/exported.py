@@ -1,9 +1,12 @@
 """Bring your own trained model: a TorchScript or ``torch.export`` file plus a labels file.
 
-The model must map a float batch ``N×C×H×W`` (pixels scaled to [0, 1], then
-normalised by ``mean``/``std``) to class logits. Both files may be local paths or
-``s3://`` URIs; S3 is read with the named AWS credentials block, or the default
-AWS credential chain.
+The model maps a float batch ``N×C×H×W`` (pixels scaled to [0, 1], then
+normalised by ``mean``/``std``) to class logits (``output="classes"``), or, for
+a detector (``output="boxes"``), to ``N×K×6`` rows ``[x1, y1, x2, y2, score,
+class_id]`` in model-input pixels (rows scoring under ``threshold`` are
+padding); boxes come back in pixels of the decoded image, as the ``Box``
+contract says. Both files may be local paths or ``s3://`` URIs; S3 is read with
+the named AWS credentials block, or the default AWS credential chain.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,9 +24,11 @@ from infergraph.aws.storage import read_uri
 from infergraph.predictors.base import ClassifierPredictor, RecordMeta
 from infergraph.predictors.labels import parse_labels
 
+BOX_COLUMNS = 6  # x1, y1, x2, y2, score, class_id
+
 
 class ExportedModelPredictor(ClassifierPredictor):
-    """Classifier around an exported model file (``.pt`` TorchScript or ``.pt2`` export)."""
+    """An exported model file (``.pt`` TorchScript or ``.pt2`` export): classes or boxes."""
 
     def __init__(
         self,
@@ -35,9 +40,19 @@ class ExportedModelPredictor(ClassifierPredictor):
         std: Sequence[float] | None = None,
         aws_credentials: str | None = None,
         top_k: int = 5,
+        output: Literal["classes", "boxes"] = "classes",
+        threshold: float = 0.5,
         **options: Any,
     ) -> None:
         super().__init__(top_k=top_k, **options)
+        if output not in ("classes", "boxes"):
+            raise ValueError(f"output must be 'classes' or 'boxes', got {output!r}")
+        if not 0 <= threshold < 1:
+            raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+        self.boxes = output == "boxes"
+        self.threshold = threshold
+        if self.boxes:
+            self.output_fields = ("boxes", "box_count")
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         size = [input_size, input_size] if isinstance(input_size, int) else list(input_size)
@@ -79,17 +94,59 @@ class ExportedModelPredictor(ClassifierPredictor):
         self._static_batch = _static_batch_size(program)
         return program.module().to(self.device)
 
-    def preprocess_input(self, record: np.ndarray, meta: RecordMeta) -> torch.Tensor:
+    def preprocess_input(self, record: np.ndarray, meta: RecordMeta) -> Any:
         image = Image.fromarray(record).convert("L" if self.channels == 1 else "RGB")
         image = image.resize((self.width, self.height), Image.BILINEAR)
         x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
         x = x.unsqueeze(0) if self.channels == 1 else x.permute(2, 0, 1)
-        return (x - self._mean) / self._std
+        x = (x - self._mean) / self._std
+        return (x, (record.shape[1], record.shape[0])) if self.boxes else x
 
-    def predict(self, batch: torch.Tensor, metas: Sequence[RecordMeta]) -> torch.Tensor:
+    def collate(self, inputs: list[Any]) -> Any:
+        if not self.boxes:
+            return super().collate(inputs)
+        return super().collate([x for x, _ in inputs]), [size for _, size in inputs]
+
+    def predict(self, batch: Any, metas: Sequence[RecordMeta]) -> Any:
+        if not self.boxes:
+            return torch.softmax(self._forward(batch).float(), dim=-1)
+        images, sizes = batch
+        rows = self._forward(images).float().to("cpu")
+        if rows.dim() != 3 or rows.shape[-1] != BOX_COLUMNS or rows.shape[0] != len(sizes):
+            raise ValueError(
+                f"{self.model_uri}: a boxes model returns N×K×{BOX_COLUMNS} "
+                f"[x1, y1, x2, y2, score, class_id], got shape {tuple(rows.shape)}"
+            )
+        return list(zip(rows, sizes, strict=True))
+
+    def split(self, outputs: Any, count: int) -> list[Any]:
+        return super().split(list(outputs) if self.boxes else outputs, count)
+
+    def postprocess_output(self, output: Any, meta: RecordMeta) -> dict[str, Any]:
+        if not self.boxes:
+            return super().postprocess_output(output, meta)
+        rows, (width, height) = output
+        sx, sy = width / self.width, height / self.height
+        boxes = [
+            {
+                "class_id": int(c),
+                "label": self.label(int(c)),
+                "score": round(score, 4),
+                "x1": round(max(0.0, x1 * sx), 1),
+                "y1": round(max(0.0, y1 * sy), 1),
+                "x2": round(min(float(width), x2 * sx), 1),
+                "y2": round(min(float(height), y2 * sy), 1),
+            }
+            for x1, y1, x2, y2, score, c in rows.tolist()
+            if score >= self.threshold
+        ]
+        boxes.sort(key=lambda b: -b["score"])
+        return {"boxes": boxes, "box_count": len(boxes)}
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         step = self._static_batch
         if step is None:
-            return super().predict(batch, metas)
+            return self.model(batch)
         # A program exported with a fixed batch size: feed it padded slices of that size.
         parts = []
         for start in range(0, len(batch), step):
@@ -97,7 +154,7 @@ class ExportedModelPredictor(ClassifierPredictor):
             pad = step - len(part)
             if pad:
                 part = torch.cat([part, part[:1].expand(pad, *part.shape[1:])])
-            parts.append(torch.softmax(self.model(part).float(), dim=-1)[: step - pad])
+            parts.append(self.model(part)[: step - pad])
         return torch.cat(parts)
 
 
