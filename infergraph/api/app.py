@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infergraph.api.auth import FailedLoginLimiter, TokenError, Tokens
 from infergraph.api.batcher import BatcherClosed, Expected, MicroBatcher
+from infergraph.api.extensions import add_extensions
 from infergraph.api.requestlog import RequestContext, RequestLog, RequestLogMiddleware
 from infergraph.api.settings import ApiSettings, check_settings
 from infergraph.api.uploads import (
@@ -482,6 +483,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             "succeeded": sum(1 for i in items if i["success"]),
             "results": items,
         }
+
+    add_extensions(app, service, current_user)  # e.g. the sorting-session routes
 
     @app.get("/health", summary="Liveness, configuration and micro-batching counters")
     async def health() -> dict[str, Any]:
