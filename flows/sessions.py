@@ -12,6 +12,8 @@ from typing import Any
 
 from prefect import flow, unmapped
 
+from blocks.control_panel import ControlPanel
+from infergraph.blockref import resolve_block
 from infergraph.inference.fetch import FetchOptions
 from infergraph.predictors.loading import PredictorSpec
 from infergraph.sessions.geometry import ArmConstants
@@ -31,21 +33,26 @@ def sorting_session(
     batch_size: int = 8,
     seed: int = 0,
     detector: PredictorSpec = DETECTOR,
+    control_panel: str | None = None,
 ) -> list[list[list[float]]]:
-    """Commands ``[[item_servo0, item_servo1], [container_servo0, container_servo1]]``."""
+    """Commands ``[[item_servo0, item_servo1], [container_servo0, container_servo1]]``.
+
+    ``control_panel`` names a ControlPanel block that is told of each picture and the end.
+    """
     constants = ArmConstants.parse(arm_constants)  # a bad field fails before any work
+    panel = resolve_block(control_panel, ControlPanel).url if control_panel else None
     records = pending_images(database, arm_id, session_id)
     batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
     outputs = infer_batch.map(
         batches, range(len(batches)), unmapped(detector), unmapped(FetchOptions())
     )
     stored = store_detections.map(
-        outputs, unmapped(database), unmapped(arm_id), unmapped(session_id)
+        outputs, unmapped(database), unmapped(arm_id), unmapped(session_id), unmapped(panel)
     )
     summary = plan_commands(
         database, images, detector, arm_id, session_id, constants, seed, wait_for=[stored]
     )
-    publish_session(database, arm_id, session_id, summary)
+    publish_session(database, images, arm_id, session_id, summary, panel)
     print(
         f"session {session_id}: {len(records)} pictures detected, {summary['items']} items, "
         f"{summary['containers']} containers, {len(summary['commands'])} commands"
