@@ -22,9 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
-from infergraph.inference.decode import decode_image
 from infergraph.sessions.planning import ITEM
 from infergraph.sessions.service import ImageVault
 from infergraph.sessions.store import SessionStore
@@ -49,14 +48,14 @@ def annotated_strip(store: SessionStore, vault: ImageVault, arm_id: str, session
         strip.paste(tile, (x, 0))
         x += tile.width
     out = io.BytesIO()
-    strip.save(out, "PNG", optimize=True)
+    strip.save(out, "PNG", compress_level=6)
     return out.getvalue()
 
 
 def _tile(vault: ImageVault, image: Any, boxes: Sequence[dict[str, Any]]) -> Image.Image:
-    picture = Image.fromarray(decode_image(vault.get(image.uri), image.uri))
-    scale = THUMB_HEIGHT / picture.height
-    tile = picture.resize((max(1, round(picture.width * scale)), THUMB_HEIGHT))
+    scale = THUMB_HEIGHT / image.height  # the stored size is the upright picture's
+    size = (max(1, round(image.width * scale)), THUMB_HEIGHT)
+    tile = _thumbnail(vault.get(image.uri), size)
     draw = ImageDraw.Draw(tile)
     for box in boxes:
         colour = COLOURS["item" if box["class_id"] == ITEM else "container"]
@@ -67,6 +66,19 @@ def _tile(vault: ImageVault, image: Any, boxes: Sequence[dict[str, Any]]) -> Ima
             draw.text((corners[0] + 3, corners[1] + 2), str(number), fill=colour)
     draw.text((4, 4), image.image_name, fill=(255, 255, 255))
     return tile
+
+
+def _thumbnail(data: bytes, size: tuple[int, int]) -> Image.Image:
+    """The picture at ``size``; a JPEG is decoded at reduced scale (its DCT draft), ~10× faster.
+
+    The picture passed the safe decoder when it was received; this only reads it back.
+    """
+    picture = Image.open(io.BytesIO(data))
+    picture.draft("RGB", (size[0], size[1]))  # a no-op for PNG
+    upright = ImageOps.exif_transpose(picture).convert("RGB")
+    if upright.size != size:
+        upright = upright.resize(size, Image.BILINEAR)
+    return upright
 
 
 def publish_strip(png: bytes, uri: str, vault: ImageVault, key: str, title: str) -> str:
