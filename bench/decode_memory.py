@@ -205,7 +205,9 @@ def main() -> int:
             measured = in_process(args.repo, case, files)
         else:
             with tempfile.TemporaryDirectory() as root:
-                measured = through_api(args.repo, Path(root), [small] * (1 if case == "api1" else 32))
+                measured = through_api(
+                    args.repo, Path(root), [small] * (1 if case == "api1" else 32)
+                )
         side = 7000 if case == "flow4" else 4470
         image = side * side * 3
         grown = measured["peak"] - measured["before"]

@@ -58,9 +58,7 @@ def decode_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS)
 
 
 @contextmanager
-def decoded(
-    data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> Iterator[np.ndarray]:
+def decoded(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[np.ndarray]:
     """:func:`decode_image`, holding the decode budget until the caller is done with the pixels.
 
     Waits while other decodes use the budget; raises :class:`ImageDecodeError` when
@@ -180,7 +178,7 @@ def _band_converter(image: Image.Image) -> Callable[[Image.Image], np.ndarray]:
 
 
 def _high_depth_band(band: Image.Image) -> np.ndarray:
-    """16-bit (or 32-bit int) grey → its high byte, so 0..65535 maps onto 0..255 without clipping."""
+    """16-bit (or 32-bit int) grey → its high byte: 0..65535 onto 0..255, never clipped."""
     pixels = np.asarray(band)
     if pixels.dtype.itemsize > 2:
         pixels = np.clip(pixels, 0, 65535)

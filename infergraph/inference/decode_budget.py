@@ -49,7 +49,7 @@ class DecodeBudget:
 
     @contextmanager
     def reserve(self, nbytes: int) -> Iterator[None]:
-        """Hold ``nbytes`` of the budget for the block; waits, or raises :class:`DecodeBudgetError`."""
+        """Hold ``nbytes`` for the block: waits, or raises :class:`DecodeBudgetError`."""
         if nbytes > self.limit_bytes:
             raise DecodeBudgetError(
                 f"decoding needs about {_mib(nbytes)}, more than the whole per-process decode "

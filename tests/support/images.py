@@ -24,7 +24,9 @@ def png16(pixels: np.ndarray) -> bytes:
     rows = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0)
     return (
