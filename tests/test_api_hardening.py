@@ -8,10 +8,12 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import numpy as np
 import pytest
 
 from infergraph.api.users import hash_password
-from tests.support.api import PASSWORD, Api, auth, start_api
+from tests.support.api import PASSWORD, SAMPLE_FILES, Api, auth, start_api
+from tests.support.images import png16
 
 HEADER_TIMEOUT = 2
 BODY_TIMEOUT = 2
@@ -32,6 +34,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         INFERGRAPH_API_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
         INFERGRAPH_API_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
         INFERGRAPH_API_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
+        INFERGRAPH_API_DECODE_BUDGET_MB="2",
     )
     try:
         yield server
@@ -99,6 +102,23 @@ def test_a_body_that_stops_arriving_is_cut_off(api: Api) -> None:
         assert read_until_closed(sock) == b""  # closed, no answer to half a request
     with httpx.Client(base_url=api.url, timeout=PATIENCE) as client:
         assert client.get("/health").status_code == 200
+
+
+def test_an_image_that_could_never_fit_the_decode_budget_is_refused(api: Api) -> None:
+    """600×600 16-bit grey: 43 KB uploaded, ~7 MiB to decode, over the 2 MiB budget."""
+    deep = png16(np.zeros((600, 600), dtype=np.uint16))
+    token = api.token()
+    with httpx.Client(base_url=api.url, timeout=PATIENCE) as client:
+        response = client.post("/predict", files={"file": ("deep.png", deep)}, headers=auth(token))
+        small = client.post(
+            "/predict",
+            files={"file": ("ok.png", SAMPLE_FILES[0].read_bytes())},
+            headers=auth(token),
+        )
+    assert response.status_code == 422
+    assert "'deep.png'" in response.json()["detail"]
+    assert "more than the whole per-process decode budget of 2 MiB" in response.json()["detail"]
+    assert small.status_code == 200
 
 
 def test_forwarded_for_is_ignored_unless_configured(api: Api) -> None:
