@@ -16,7 +16,8 @@ returns for one input. Cases:
 - ``flow4``: four 7000×7000 16-bit grey PNGs through ``run_batch`` (the batch flow's
   ``infer-batch`` task body) with the shipped digits predictor.
 
-Set ``INFERGRAPH_DECODE_BUDGET_MB`` to see the per-process decode budget's effect.
+``--budget-mb`` sets the per-process decode budget (``INFERGRAPH_DECODE_BUDGET_MB``
+and ``INFERGRAPH_API_DECODE_BUDGET_MB``) in every measured process.
 Prints a table and writes JSON (default ``bench/out/decode_memory.json``).
 """
 
@@ -188,7 +189,11 @@ def main() -> int:
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated: {CASES}")
     parser.add_argument("--images", type=Path, default=Path(tempfile.gettempdir()) / "decode-mem")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "decode_memory.json")
+    parser.add_argument("--budget-mb", type=float, help="decode budget (default: the code's)")
     args = parser.parse_args()
+    if args.budget_mb is not None:
+        os.environ["INFERGRAPH_DECODE_BUDGET_MB"] = f"{args.budget_mb:g}"
+        os.environ["INFERGRAPH_API_DECODE_BUDGET_MB"] = f"{args.budget_mb:g}"
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(cases) - set(CASES)
     if unknown:
@@ -196,8 +201,13 @@ def main() -> int:
     args.images.mkdir(parents=True, exist_ok=True)
     small = make_png(args.images / "grey16-4470.png", 4470)
     large = make_png(args.images / "grey16-7000.png", 7000) if "flow4" in cases else small
-    results: dict[str, Any] = {"repo": str(args.repo.resolve()), "cases": {}}
-    print(f"code: {args.repo.resolve()}; {small.name}: {small.stat().st_size:,} bytes")
+    results: dict[str, Any] = {
+        "repo": str(args.repo.resolve()),
+        "budget_mb": args.budget_mb,
+        "cases": {},
+    }
+    budget = f"decode budget {args.budget_mb:g} MiB" if args.budget_mb else "default budget"
+    print(f"code: {args.repo.resolve()}; {budget}; {small.name}: {small.stat().st_size:,} bytes")
     print(f"{'case':8} {'image MiB':>10} {'peak-before MiB':>16} {'ratio':>6}  outcome")
     for case in cases:
         if case in ("decode", "flow4"):

@@ -1,9 +1,11 @@
 """``python -m infergraph.api``: serve the prediction API with uvicorn.
 
 Configuration comes from ``INFERGRAPH_API_*`` variables (see
-:mod:`infergraph.api.settings`); the flags here only override where it listens. Unsafe
-settings (the default signing key without ``INFERGRAPH_API_DEV=1``, no users)
-stop it before anything is loaded.
+:mod:`infergraph.api.settings`); the flags here only override where it listens and
+which proxies it trusts. Unsafe settings (the default signing key without
+``INFERGRAPH_API_DEV=1``, no users) stop it before anything is loaded. Connections
+are served by :class:`infergraph.api.connections.GuardedH11Protocol` (deadlines on
+headers and bodies, a cap on open connections).
 """
 
 from __future__ import annotations

@@ -85,9 +85,10 @@ class ApiSettings(BaseSettings):
         default=4, ge=1, description="Threads decoding and preprocessing uploads."
     )
     decode_budget_mb: float = Field(
-        default=512.0,
+        default=256.0,
         gt=0,
-        description="Memory (MiB) decodes in this process may hold at once; more wait.",
+        description="Memory (MiB) decodes in this process may hold at once; more wait. "
+        "The default fits one image of the default MAX_PIXELS at 4 bytes a pixel.",
     )
     decode_wait_seconds: float = Field(
         default=30.0, ge=0, description="Longest an upload waits for the decode budget, then 503."
