@@ -250,15 +250,15 @@ def budget() -> Iterator[DecodeBudget]:
 
 
 def test_image_bigger_than_the_whole_budget_is_refused_before_decoding(budget) -> None:
-    # Estimates: 400² × (2 bytes decoded + 3 converted + 16 for one band) = 3.2 MiB, fits;
-    # 600² × 21 = 7.2 MiB never does.
+    # Estimates: 400² × (2 bytes decoded + 3 converted) + 400² × 16 for the band temporaries
+    # = 3.2 MiB fits; 600² × 5 + 2¹⁸ × 16 (one band at most) = 5.7 MiB never does.
     data = png16(np.zeros((400, 400), dtype=np.uint16))
     assert decode_image(data, "fits.png").shape == (400, 400, 3)
     big = png16(np.zeros((600, 600), dtype=np.uint16))
     with pytest.raises(ImageDecodeError) as caught:
         decode_image(big, "s3://b/big.png")
     assert caught.value.busy is False
-    assert str(caught.value).startswith("s3://b/big.png: decoding needs about 7 MiB")
+    assert str(caught.value).startswith("s3://b/big.png: decoding needs about 6 MiB")
     assert "more than the whole per-process decode budget of 4 MiB" in str(caught.value)
     assert budget.used_bytes == 0
 

@@ -231,6 +231,10 @@ def _arrival(request: Request) -> Expected | None:
 
 async def _start_service(settings: ApiSettings) -> Service:
     """Load users, the model (once) and the request-log sinks, off the event loop."""
+    # First, before any worker thread exists: it also caps malloc's per-thread arenas.
+    decode_budget.configure(
+        int(settings.decode_budget_mb * 1024 * 1024), settings.decode_wait_seconds
+    )
     if settings.users_file is not None:
         users = await asyncio.to_thread(UserStore.from_file, settings.users_file)
     else:
@@ -243,9 +247,6 @@ async def _start_service(settings: ApiSettings) -> Service:
         torch.set_num_threads(settings.torch_threads)
     predictor = await asyncio.to_thread(get_predictor, settings.predictor_spec())
     await asyncio.to_thread(_warm_up, predictor)
-    decode_budget.configure(
-        int(settings.decode_budget_mb * 1024 * 1024), settings.decode_wait_seconds
-    )
     service = Service(settings, predictor, users)
     if settings.request_log:
         service.request_log = await asyncio.to_thread(_open_request_log, settings, predictor)

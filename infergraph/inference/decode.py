@@ -26,7 +26,7 @@ FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 DEFAULT_MAX_PIXELS = 50_000_000
 BACKGROUND = (255, 255, 255)
 #: Pixels converted at a time: bounds the conversion's temporaries to a few MiB.
-BAND_PIXELS = 1 << 20
+BAND_PIXELS = 1 << 18
 ORIENTATION = 0x0112
 #: Bytes per pixel Pillow stores for a mode (every other mode takes 4).
 _STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}

@@ -8,10 +8,17 @@ refused at once. The budget is shared by all threads of the process (the API's
 decode pool, the batch flow's decode pool).
 
 Configured by ``INFERGRAPH_DECODE_BUDGET_MB`` (default 512) or :func:`configure`.
+
+The budget only bounds what the allocator hands back to the OS: glibc gives every
+thread its own malloc arena and keeps large freed blocks there, so four decode
+threads took turns at one 100 MB image and still grew the process by 210 MB.
+Creating the budget therefore caps glibc at one arena (unless ``MALLOC_ARENA_MAX``
+says otherwise), which kept the same run at 103 MB.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -21,6 +28,8 @@ from contextlib import contextmanager
 ENV_VAR = "INFERGRAPH_DECODE_BUDGET_MB"
 DEFAULT_BUDGET_MB = 512
 MIB = 1024 * 1024
+MALLOC_ARENAS = 1
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
 class DecodeBudgetError(Exception):
@@ -96,6 +105,7 @@ def process_budget() -> DecodeBudget:
             except ValueError:
                 raise ValueError(f"{ENV_VAR}={raw!r} is not a number of MiB") from None
             _budget = DecodeBudget(int(megabytes * MIB))
+            limit_malloc_arenas()
         return _budget
 
 
@@ -104,4 +114,16 @@ def configure(limit_bytes: int, wait_seconds: float | None = None) -> DecodeBudg
     global _budget
     with _lock:
         _budget = DecodeBudget(limit_bytes, wait_seconds)
-        return _budget
+    limit_malloc_arenas()
+    return _budget
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for threads started from now on; False where not glibc."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_ARENA_MAX, arenas))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from infergraph.aws.errors import is_transient
 from infergraph.aws.storage import is_s3_uri, read_uri
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decoded
+from infergraph.inference.decode_budget import process_budget
 from infergraph.inference.records import ImageRecord
 from infergraph.predictors.base import Predictor, RecordError, RecordMeta
 
@@ -50,6 +51,7 @@ def prepare_batch(
     records: Sequence[ImageRecord], predictor: Predictor, options: FetchOptions
 ) -> list[PreparedRecord]:
     """Read, decode and preprocess every record; failures become per-record errors."""
+    process_budget()  # before the pools' threads exist: it also caps malloc's arenas
     decode = _pool("decode", os.cpu_count() or 2)
     outcomes: list[Future[PreparedRecord]] = []
     for record in records:

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 #: Pixels converted at a time.
-BAND_PIXELS = 1 << 20
+BAND_PIXELS = 1 << 18
 
 
 def grey_image(rgb: np.ndarray) -> Image.Image:
