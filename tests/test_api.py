@@ -687,3 +687,41 @@ def test_secret_block_users_dynamodb_log_and_flush_on_shutdown(
     assert item["username"]["S"] == "dave"
     assert int(item["class_id"]["N"]) == predicted["class_id"]
     assert int(item["status_code"]["N"]) == 200
+
+
+def test_password_change_in_the_secret_block_revokes_tokens(
+    prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    from infergraph.api.users import main
+
+    def set_password(password: str) -> None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(f"{password}\n"))
+        args = ["add", "frank", "--secret", "api-test-revoke", "--password-stdin", "--rounds", "4"]
+        assert main(args) == 0
+
+    set_password("old-password")
+    server = start_api(
+        tmp_path,
+        None,
+        INFERGRAPH_API_USERS_SECRET="api-test-revoke",
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),
+    )
+    try:
+        old = server.token("frank", "old-password")
+        with server.client() as client:
+            assert client.get("/health", headers=auth(old)).status_code == 200
+            set_password("new-password")
+            # The server re-reads the block every 10 s.
+            deadline = time.monotonic() + 60
+            while (refused := client.get("/health", headers=auth(old))).status_code == 200:
+                assert time.monotonic() < deadline, "the old token is still accepted"
+                time.sleep(0.5)
+        assert refused.status_code == 401
+        assert "issued before the password of 'frank' changed" in refused.json()["detail"]
+        new = server.token("frank", "new-password")
+        with server.client() as client:
+            assert client.get("/health", headers=auth(new)).json()["users"] == 1
+    finally:
+        server.stop()
