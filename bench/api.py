@@ -135,7 +135,8 @@ class Server:
         self.token = response.json()["access_token"]
 
     def health(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/health", timeout=10).json()
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return httpx.get(f"{self.url}/health", headers=headers, timeout=10).json()
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

@@ -1,7 +1,8 @@
 """The online prediction API, against a real ``python -m infergraph.api`` (uvicorn) on 127.0.0.1.
 
 Clients speak HTTP through httpx; failed sign-ins come from distinct client
-addresses via ``X-Forwarded-For`` (uvicorn trusts it from 127.0.0.1), so the
+addresses via ``X-Forwarded-For`` (this server is configured to trust it from
+127.0.0.1, as behind a local proxy), so the
 per-client rate limit of one test does not lock out the others.
 """
 
@@ -13,14 +14,12 @@ import csv
 import io
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,98 +33,20 @@ from infergraph.api.users import hash_password
 from infergraph.inference.batch import run_batch
 from infergraph.inference.fetch import FetchOptions
 from infergraph.inference.records import ImageRecord
-from infergraph.predictors.digits import SAMPLES
 from infergraph.predictors.loading import PredictorSpec, get_predictor
-from tests.support.servers import REPO, free_port, wait_for_http
-
-PASSWORD = "correct horse battery staple"
-TTL = 120
-MAX_FILE = 256 * 1024
-MAX_FILES = 8
-MAX_PIXELS = 1_000_000
-SAMPLE_FILES = sorted(SAMPLES.glob("*.png"))
-
-
-def labels() -> dict[str, int]:
-    with open(SAMPLES / "manifest.csv", newline="") as handle:
-        return {row["file"]: int(row["label"]) for row in csv.DictReader(handle)}
-
-
-@dataclass
-class Api:
-    url: str
-    proc: subprocess.Popen[bytes]
-    key: str
-    root: Path
-    users_file: Path
-    output: Path
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60)
-
-    def token(self, user: str = "alice", password: str = PASSWORD, ip: str | None = None) -> str:
-        headers = {"X-Forwarded-For": ip} if ip else {}
-        with self.client() as client:
-            response = client.post(
-                "/token", data={"username": user, "password": password}, headers=headers
-            )
-        assert response.status_code == 200, response.text
-        return response.json()["access_token"]
-
-    def log_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for path in sorted((self.root / "log").glob("requests-*.jsonl")):
-            rows += [json.loads(line) for line in path.read_text().splitlines()]
-        return rows
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_api(root: Path, users_file: Path | None, **env: str) -> Api:
-    """``python -m infergraph.api`` with test limits, logging under ``root``; caller stops it."""
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    key = secrets.token_urlsafe(48)
-    environ = {
-        **os.environ,
-        "PREFECT_HOME": str(root / "prefect"),
-        "INFERGRAPH_API_SIGNING_KEY": key,
-        "INFERGRAPH_API_PORT": str(port),
-        "INFERGRAPH_API_TOKEN_TTL_SECONDS": str(TTL),
-        "INFERGRAPH_API_MAX_FILE_BYTES": str(MAX_FILE),
-        "INFERGRAPH_API_MAX_FILES_PER_REQUEST": str(MAX_FILES),
-        "INFERGRAPH_API_MAX_PIXELS": str(MAX_PIXELS),
-        "INFERGRAPH_API_MAX_FAILED_LOGINS": "3",
-        "INFERGRAPH_API_MICRO_BATCH_SIZE": "16",
-        "INFERGRAPH_API_MICRO_BATCH_WAIT_MS": "20",
-        "INFERGRAPH_API_REQUEST_LOG": f"{root}/log/requests-{{pid}}.jsonl,{root}/log/requests.csv",
-        **env,
-    }
-    if users_file is not None:
-        environ["INFERGRAPH_API_USERS_FILE"] = str(users_file)
-    output = root / "server.log"
-    with open(output, "wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "infergraph.api", "--log-level", "warning"],
-            cwd=REPO,
-            env=environ,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    api = Api(f"http://127.0.0.1:{port}", proc, key, root, users_file or root / "none", output)
-    try:
-        wait_for_http(f"{api.url}/health", timeout=90, proc=proc)
-    except Exception:
-        api.stop()
-        raise RuntimeError(f"API did not start:\n{output.read_text()}") from None
-    return api
+from tests.support.api import (
+    MAX_FILE,
+    MAX_FILES,
+    MAX_PIXELS,
+    PASSWORD,
+    SAMPLE_FILES,
+    TTL,
+    Api,
+    auth,
+    labels,
+    start_api,
+)
+from tests.support.servers import REPO, free_port
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +54,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     root = tmp_path_factory.mktemp("api")
     users = root / "users.htpasswd"
     users.write_text(f"alice:{hash_password(PASSWORD, rounds=4)}\n")
-    server = start_api(root, users)
+    server = start_api(root, users, INFERGRAPH_API_FORWARDED_ALLOW_IPS="127.0.0.1")
     try:
         yield server
     finally:
@@ -143,10 +64,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 @pytest.fixture(scope="module")
 def token(api: Api) -> str:
     return api.token()
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def png(image: Image.Image) -> bytes:
@@ -203,12 +120,13 @@ def test_refuses_unsafe_settings(tmp_path: Path, env: dict[str, str], message: s
 
 def test_token_flow(api: Api, token: str) -> None:
     claims = jwt.decode(token, api.key, algorithms=["HS256"], issuer="infergraph")
-    assert set(claims) == {"sub", "iss", "iat", "nbf", "exp", "jti"}
+    assert set(claims) == {"sub", "iss", "iat", "nbf", "exp", "jti", "ver"}
     assert claims["sub"] == "alice"
     assert claims["exp"] - claims["iat"] == TTL
     payload = base64.urlsafe_b64decode(token.split(".")[1] + "==").decode()
     stored_hash = api.users_file.read_text().split(":", 1)[1].strip()
     assert PASSWORD not in payload and stored_hash not in payload
+    assert stored_hash.split("$")[-1][:22] not in payload  # not even the salt
 
     sample = SAMPLE_FILES[3]
     with api.client() as client:
@@ -337,6 +255,58 @@ def test_new_user_can_sign_in_without_restart_and_removed_user_is_refused(
     assert "no longer exists" in response.json()["detail"]
 
 
+def test_tokens_issued_before_a_password_change_or_re_creation_are_refused(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from infergraph.api.users import main
+
+    def users(*args: str, password: str | None = None) -> None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(f"{password}\n"))
+        extra = ["--password-stdin", "--rounds", "4"] if password else []
+        assert main([*args, "--file", str(api.users_file), *extra]) == 0
+
+    def predict(token: str) -> httpx.Response:
+        with api.client() as client:
+            return client.post(
+                "/predict",
+                files={"file": ("a.png", SAMPLE_FILES[0].read_bytes())},
+                headers=auth(token),
+            )
+
+    users("add", "erin", password="first-password")
+    first = api.token("erin", "first-password", ip="198.51.100.20")
+    assert predict(first).status_code == 200
+    users("add", "erin", password="second-password")  # a password change
+    refused = predict(first)
+    assert refused.status_code == 401
+    assert "issued before the password of 'erin' changed" in refused.json()["detail"]
+    second = api.token("erin", "second-password", ip="198.51.100.20")
+    assert predict(second).status_code == 200
+
+    users("remove", "erin")
+    users("add", "erin", password="second-password")  # re-created, same password
+    assert predict(second).status_code == 401
+    assert predict(api.token("erin", "second-password", ip="198.51.100.20")).status_code == 200
+
+
+def test_failed_sign_in_logs_no_unknown_user_name(api: Api) -> None:
+    typed = "Tr0ub4dor&3-typed-in-the-name-field"
+    with api.client() as client:
+        response = client.post(
+            "/token",
+            data={"username": typed, "password": "x"},
+            headers={"X-Forwarded-For": "192.0.2.77"},
+        )
+    assert response.status_code == 401
+    request_id = response.headers["x-request-id"]
+    deadline = time.monotonic() + 20
+    while not (rows := [r for r in api.log_rows() if r["request_id"] == request_id]):
+        assert time.monotonic() < deadline, "the failed sign-in was not logged"
+        time.sleep(0.2)
+    assert rows[0]["username"].startswith("unknown:") and len(rows[0]["username"]) == 20
+    assert typed[:8] not in json.dumps(api.log_rows()) and typed[:8] not in api.output.read_text()
+
+
 # ---------------------------------------------------------------- uploads
 
 
@@ -424,8 +394,9 @@ def _ico() -> bytes:
             f"over the limit of {MAX_PIXELS:,}",
         ),
         ("empty.png", lambda: b"", 422, "is empty"),
+        ("blob.png", lambda: b"SECRET-UPLOAD-BYTES" * 3, 415, "is not an image"),
     ],
-    ids=["pdf", "text", "ico", "truncated", "too-many-pixels", "empty"],
+    ids=["pdf", "text", "ico", "truncated", "too-many-pixels", "empty", "no-echo"],
 )
 def test_bad_images_get_precise_errors(
     api: Api, token: str, name: str, make: Any, status: int, detail: str
@@ -435,6 +406,7 @@ def test_bad_images_get_precise_errors(
     assert response.status_code == status, response.text
     assert detail in response.json()["detail"]
     assert repr(name) in response.json()["detail"]
+    assert b"SECRET" not in response.content and b"%PDF" not in response.content  # no echo
     assert_still_serving(api, token)
 
 
@@ -522,11 +494,11 @@ def _batch_path(paths: list[Path], batch_size: int) -> dict[str, dict[str, Any]]
 
 def test_concurrent_requests_share_forward_passes(api: Api, token: str) -> None:
     with api.client() as client:
-        before = client.get("/health").json()["micro_batching"]
+        before = client.get("/health", headers=auth(token)).json()["micro_batching"]
     paths = SAMPLE_FILES[:96]
     answers = asyncio.run(_predict_all(api, token, paths, concurrency=32))
     with api.client() as client:
-        after = client.get("/health").json()["micro_batching"]
+        after = client.get("/health", headers=auth(token)).json()["micro_batching"]
 
     truth = labels()
     reference = _batch_path(paths, 64)
@@ -637,12 +609,18 @@ def test_every_request_is_logged(api: Api, token: str) -> None:
     assert set(ids) <= csv_ids
 
 
-def test_health_and_docs(api: Api) -> None:
+def test_health_and_docs(api: Api, token: str) -> None:
     with api.client() as client:
-        health = client.get("/health").json()
+        liveness = client.get("/health")
+        health = client.get("/health", headers=auth(token)).json()
+        forged = client.get("/health", headers=auth(_signed(api, sub="ghost")))
         docs = client.get("/docs")
         spec = client.get("/openapi.json").json()
+    # Without a token only liveness: no log paths, user count or model for strangers.
+    assert liveness.status_code == 200 and liveness.json() == {"status": "ok"}
+    assert forged.status_code == 401
     assert health["status"] == "ok" and health["users"] >= 1
+    assert health["predictor"].endswith("DigitsClassifier")
     assert health["micro_batching"]["max_batch_size"] == 16
     assert health["request_log"]["rows_failed"] == 0
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
@@ -691,7 +669,8 @@ def test_secret_block_users_dynamodb_log_and_flush_on_shutdown(
                     "/predict", files={"file": (path.name, path.read_bytes())}, headers=auth(dave)
                 )
                 assert response.status_code == 200
-            assert client.get("/health").json()["request_log"]["rows_written"] == 0
+            health = client.get("/health", headers=auth(dave)).json()
+            assert health["request_log"]["rows_written"] == 0
     finally:
         server.stop()
     # uvicorn re-raises the SIGTERM it handled once shutdown is complete.
@@ -708,3 +687,41 @@ def test_secret_block_users_dynamodb_log_and_flush_on_shutdown(
     assert item["username"]["S"] == "dave"
     assert int(item["class_id"]["N"]) == predicted["class_id"]
     assert int(item["status_code"]["N"]) == 200
+
+
+def test_password_change_in_the_secret_block_revokes_tokens(
+    prefect_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    from infergraph.api.users import main
+
+    def set_password(password: str) -> None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(f"{password}\n"))
+        args = ["add", "frank", "--secret", "api-test-revoke", "--password-stdin", "--rounds", "4"]
+        assert main(args) == 0
+
+    set_password("old-password")
+    server = start_api(
+        tmp_path,
+        None,
+        INFERGRAPH_API_USERS_SECRET="api-test-revoke",
+        PREFECT_API_URL=str(PREFECT_API_URL.value()),
+    )
+    try:
+        old = server.token("frank", "old-password")
+        with server.client() as client:
+            assert client.get("/health", headers=auth(old)).status_code == 200
+            set_password("new-password")
+            # The server re-reads the block every 10 s.
+            deadline = time.monotonic() + 60
+            while (refused := client.get("/health", headers=auth(old))).status_code == 200:
+                assert time.monotonic() < deadline, "the old token is still accepted"
+                time.sleep(0.5)
+        assert refused.status_code == 401
+        assert "issued before the password of 'frank' changed" in refused.json()["detail"]
+        new = server.token("frank", "new-password")
+        with server.client() as client:
+            assert client.get("/health", headers=auth(new)).json()["users"] == 1
+    finally:
+        server.stop()

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import threading
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from infergraph.inference.decode import ImageDecodeError, decode_image
-from tests.support.images import encode
+from infergraph.inference import decode, decode_budget
+from infergraph.inference.decode import ImageDecodeError, decode_image, decoded
+from infergraph.inference.decode_budget import DecodeBudget
+from tests.support.images import encode, png16
 
 
 def gradient(width: int = 40, height: int = 30) -> np.ndarray:
@@ -194,3 +199,89 @@ def test_unsupported_format_is_refused_even_if_pillow_reads_it() -> None:
     data = encode(Image.new("RGB", (4, 4)), "PPM")
     with pytest.raises(ImageDecodeError, match="expected one of PNG, JPEG"):
         decode_image(data, "x.ppm")
+
+
+# ---------------------------------------------------------------- 16-bit and the decode budget
+
+
+def reference_8_bit(pixels: np.ndarray) -> np.ndarray:
+    """The high byte of each 16-bit sample: 0..65535 onto 0..255, as libpng's strip-16."""
+    return (pixels >> 8).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (37, 53, 3)], ids=["grey", "rgb"])
+def test_16_bit_png_gives_the_reference_8_bit_values(shape: tuple[int, ...]) -> None:
+    pixels = np.random.default_rng(7).integers(0, 65536, shape, dtype=np.uint16)
+    pixels.flat[:4] = [0, 255, 256, 65535]
+    out = decode_image(png16(pixels), "deep.png")
+    expected = reference_8_bit(pixels)
+    if expected.ndim == 2:
+        expected = np.repeat(expected[..., None], 3, axis=2)
+    assert out.shape == (37, 53, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
+    assert out.flags.c_contiguous and out.flags.writeable
+
+
+def test_16_bit_grey_taller_than_one_band_is_converted_whole(monkeypatch) -> None:
+    monkeypatch.setattr(decode, "BAND_PIXELS", 100)  # 3 rows of 37 per band
+    pixels = np.random.default_rng(3).integers(0, 65536, (50, 37), dtype=np.uint16)
+    out = decode_image(png16(pixels), "tall.png")
+    np.testing.assert_array_equal(out[..., 1], reference_8_bit(pixels))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillow(orientation: int) -> None:
+    pixels = gradient(7, 5)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(Image.fromarray(pixels), "PNG", exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    np.testing.assert_array_equal(decode_image(data, "o.png"), expected)
+
+
+@pytest.fixture
+def budget() -> Iterator[DecodeBudget]:
+    """A 4 MiB process budget that gives up after 0.2 s of waiting, restored afterwards."""
+    saved = decode_budget._budget
+    try:
+        yield decode_budget.configure(4 * 1024 * 1024, wait_seconds=0.2)
+    finally:
+        decode_budget._budget = saved
+
+
+def test_image_bigger_than_the_whole_budget_is_refused_before_decoding(budget) -> None:
+    # Estimates: 400² × (2 bytes decoded + 3 converted) + 400² × 16 for the band temporaries
+    # = 3.2 MiB fits; 600² × 5 + 2¹⁸ × 16 (one band at most) = 5.7 MiB never does.
+    data = png16(np.zeros((400, 400), dtype=np.uint16))
+    assert decode_image(data, "fits.png").shape == (400, 400, 3)
+    big = png16(np.zeros((600, 600), dtype=np.uint16))
+    with pytest.raises(ImageDecodeError) as caught:
+        decode_image(big, "s3://b/big.png")
+    assert caught.value.busy is False
+    assert str(caught.value).startswith("s3://b/big.png: decoding needs about 6 MiB")
+    assert "more than the whole per-process decode budget of 4 MiB" in str(caught.value)
+    assert budget.used_bytes == 0
+
+
+def test_decodes_queue_for_the_budget_and_give_up_clearly(budget) -> None:
+    data = png16(np.zeros((400, 400), dtype=np.uint16))
+    with decoded(data, "first.png") as first:
+        assert first.shape == (400, 400, 3)
+        held = budget.used_bytes
+        assert held > 0
+        # A second decode cannot fit beside the first: it waits, then says why.
+        with pytest.raises(ImageDecodeError) as caught:
+            decode_image(data, "second.png")
+        assert caught.value.busy is True
+        assert "decoder busy" in caught.value.reason and "try again later" in caught.value.reason
+
+        # Without a wait limit it queues, and proceeds once the first is done.
+        budget.wait_seconds = None
+        result: list[np.ndarray] = []
+        waiter = threading.Thread(target=lambda: result.append(decode_image(data, "third.png")))
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and not result
+    waiter.join(30)
+    assert not waiter.is_alive() and result[0].shape == (400, 400, 3)
+    assert budget.used_bytes == 0

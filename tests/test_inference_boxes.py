@@ -27,7 +27,7 @@ from infergraph.inference.records import (
 from infergraph.inference.sinks.base import SinkError, open_sink
 from infergraph.inference.sinks.s3_csv import S3CsvSink
 from infergraph.predictors.loading import PredictorSpec, get_predictor
-from tests.support.api_server import running_api
+from tests.support.api import running_api
 
 SAMPLES = Path(__file__).resolve().parent.parent / "infergraph" / "detection" / "samples"
 DETECTOR = "infergraph.detection.predictor:Detector"

@@ -246,3 +246,12 @@ def test_preprocessing_sees_grey_and_rgb_samples_alike() -> None:
         assert {r["file"] for r in csv.DictReader(handle)} == {
             p.name for p in SAMPLES.glob("*.png")
         }
+
+
+def test_grey_image_in_bands_equals_pillows_whole_conversion(monkeypatch) -> None:
+    from infergraph.predictors import imaging
+
+    monkeypatch.setattr(imaging, "BAND_PIXELS", 64)  # 2 rows of 29 per band
+    rgb = np.random.default_rng(5).integers(0, 256, (41, 29, 3), dtype=np.uint8)
+    expected = np.asarray(Image.fromarray(rgb).convert("L"))
+    np.testing.assert_array_equal(np.asarray(imaging.grey_image(rgb)), expected)

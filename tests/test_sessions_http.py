@@ -8,7 +8,7 @@ import httpx
 import psycopg
 
 from infergraph.sessions.synthetic import CONSTANTS, session_pictures
-from tests.support.api_server import running_api
+from tests.support.api import running_api
 
 PICTURES, _ = session_pictures(seed=3, items=8, containers=2)
 

@@ -1,9 +1,11 @@
 """``python -m infergraph.api``: serve the prediction API with uvicorn.
 
 Configuration comes from ``INFERGRAPH_API_*`` variables (see
-:mod:`infergraph.api.settings`); the flags here only override where it listens. Unsafe
-settings (the default signing key without ``INFERGRAPH_API_DEV=1``, no users)
-stop it before anything is loaded.
+:mod:`infergraph.api.settings`); the flags here only override where it listens and
+which proxies it trusts. Unsafe settings (the default signing key without
+``INFERGRAPH_API_DEV=1``, no users) stop it before anything is loaded. Connections
+are served by :class:`infergraph.api.connections.GuardedH11Protocol` (deadlines on
+headers and bodies, a cap on open connections).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from infergraph.api.connections import ConnectionLimits, GuardedH11Protocol
 from infergraph.api.settings import ApiSettings, SettingsError, check_settings
 
 
@@ -31,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="processes, each with its own model copy and micro-batcher (default 1)",
     )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        help="proxies whose X-Forwarded-For is trusted, comma-separated, '*' for any "
+        "(default INFERGRAPH_API_FORWARDED_ALLOW_IPS; empty: trust none)",
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     try:
@@ -41,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["api"] = {"handlers": ["default"], "level": args.log_level.upper()}
+    forwarded = (
+        args.forwarded_allow_ips
+        if args.forwarded_allow_ips is not None
+        else settings.forwarded_allow_ips
+    ).strip()
     uvicorn.run(
         "infergraph.api.app:create_app",
         factory=True,
@@ -49,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         log_level=args.log_level,
         log_config=log_config,
-        proxy_headers=True,
+        proxy_headers=bool(forwarded),
+        forwarded_allow_ips=forwarded or None,
+        http=GuardedH11Protocol.with_limits(ConnectionLimits.from_settings(settings)),
+        timeout_keep_alive=settings.keep_alive_seconds,
         timeout_graceful_shutdown=30,
     )
     return 0

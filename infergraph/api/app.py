@@ -28,13 +28,13 @@ from fastapi.exception_handlers import (
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infergraph.api.auth import FailedLoginLimiter, TokenError, Tokens
 from infergraph.api.batcher import BatcherClosed, Expected, MicroBatcher
 from infergraph.api.extensions import add_extensions
+from infergraph.api.models import BatchPrediction, Prediction, TokenResponse, error_responses
 from infergraph.api.requestlog import RequestContext, RequestLog, RequestLogMiddleware
 from infergraph.api.settings import ApiSettings, check_settings
 from infergraph.api.uploads import (
@@ -45,8 +45,8 @@ from infergraph.api.uploads import (
     prepare_upload,
 )
 from infergraph.api.users import UserStore
+from infergraph.inference import decode_budget
 from infergraph.inference.decode import FORMATS
-from infergraph.inference.records import Box
 from infergraph.inference.sinks.base import open_sink
 from infergraph.predictors.base import Predictor, RecordError, RecordMeta
 from infergraph.predictors.loading import get_predictor
@@ -57,61 +57,6 @@ USERS_REFRESH_SECONDS = 10.0
 #: A user name and password; anything bigger is not a sign-in.
 TOKEN_FORM_BYTES = 16 * 1024
 BEARER = {"WWW-Authenticate": "Bearer"}
-
-
-# ---------------------------------------------------------------- response models
-
-
-class TopClass(BaseModel):
-    class_id: int
-    category_name: str
-    score: float = Field(ge=0, le=1)
-
-
-class Prediction(BaseModel):
-    """One image's prediction (or, in a batch, why it has none)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    request_id: str
-    record_id: str
-    username: str
-    filename: str
-    extension: str = Field(description="The file name's extension (the type is read from content).")
-    format: str | None = Field(default=None, description="Image format detected from the bytes.")
-    date: str = Field(description="When the request arrived, ISO 8601 UTC.")
-    class_id: int | None = None
-    category_name: str | None = None
-    score: float | None = Field(default=None, ge=0, le=1, description="Probability of class_id.")
-    top_k: list[TopClass] | None = None
-    boxes: list[Box] | None = Field(default=None, description="A detector's boxes, in pixels.")
-    box_count: int | None = None
-    success: bool
-    status_code: int = 200
-    error: str | None = None
-
-
-class BatchPrediction(BaseModel):
-    request_id: str
-    username: str
-    date: str
-    count: int
-    succeeded: int
-    results: list[Prediction]
-
-
-class TokenResponse(BaseModel):
-    access_token: str
-    token_type: str = "bearer"
-    expires_in: int = Field(description="Seconds until the token expires.")
-
-
-class ErrorDetail(BaseModel):
-    detail: str
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorDetail} for code in codes}
 
 
 # ---------------------------------------------------------------- the running service
@@ -159,9 +104,13 @@ class Service:
             await asyncio.to_thread(self.request_log.close)
 
     async def _refresh_users(self) -> None:
+        """Re-read the users (a Secret block too), so password changes revoke tokens promptly."""
         while True:
             await asyncio.sleep(USERS_REFRESH_SECONDS)
-            await asyncio.to_thread(self.users.refresh)
+            try:
+                await asyncio.to_thread(self.users.refresh, True)
+            except Exception as exc:  # a Prefect API hiccup must not end the refreshing
+                logger.error("users not reloaded, keeping the previous users: %s", exc)
 
     async def classify(
         self,
@@ -283,6 +232,10 @@ def _arrival(request: Request) -> Expected | None:
 
 async def _start_service(settings: ApiSettings) -> Service:
     """Load users, the model (once) and the request-log sinks, off the event loop."""
+    # First, before any worker thread exists: it also caps malloc's per-thread arenas.
+    decode_budget.configure(
+        int(settings.decode_budget_mb * 1024 * 1024), settings.decode_wait_seconds
+    )
     if settings.users_file is not None:
         users = await asyncio.to_thread(UserStore.from_file, settings.users_file)
     else:
@@ -382,6 +335,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     bearer = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
 
+    async def authenticate(request: Request, token: str) -> str:
+        """The user a bearer token names, if it is valid for their current password."""
+        svc = service()
+        if svc.users.changed():
+            await asyncio.get_running_loop().run_in_executor(svc.auth_pool, svc.users.refresh)
+        try:
+            name = svc.tokens.verify(token, svc.users.credential)
+        except TokenError as exc:
+            raise HTTPException(401, exc.detail, headers=BEARER) from None
+        context(request).username = name
+        return name
+
     async def current_user(request: Request, token: Annotated[str | None, Depends(bearer)]) -> str:
         if not token:
             raise HTTPException(
@@ -390,27 +355,22 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 "with a token from POST /token",
                 headers=BEARER,
             )
-        svc = service()
-        try:
-            name = svc.tokens.verify(token)
-        except TokenError as exc:
-            raise HTTPException(401, exc.detail, headers=BEARER) from None
-        if name not in svc.users:
-            raise HTTPException(401, f"user {name!r} no longer exists", headers=BEARER)
-        context(request).username = name
-        return name
+        return await authenticate(request, token)
 
     @app.post(
         "/token",
         response_model=TokenResponse,
-        responses=_errors(401, 429),
+        responses=error_responses(401, 429),
         summary="Sign in (OAuth2 password form) and get a bearer token",
     )
     async def token(
         request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
     ) -> TokenResponse:
         svc = service()
-        context(request).username = form.username
+        # Logged verbatim only once it is known to be a user name, not a mistyped password.
+        ctx = context(request)
+        known = form.username in svc.users
+        ctx.username = form.username if known else svc.tokens.redact(form.username)
         client = request.client.host if request.client else "unknown"
         wait = svc.limiter.begin(client)
         if wait is not None:
@@ -422,21 +382,23 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             )
         loop = asyncio.get_running_loop()
 
-        def check() -> bool:
+        def check() -> bytes | None:
             svc.users.refresh()
-            return svc.users.verify(form.username, form.password)
+            return svc.users.check(form.username, form.password)
 
-        if not await loop.run_in_executor(svc.auth_pool, check):
+        credential = await loop.run_in_executor(svc.auth_pool, check)
+        if credential is None:
             raise HTTPException(401, "incorrect username or password", headers=BEARER)
         svc.limiter.succeeded(client)
         return TokenResponse(
-            access_token=svc.tokens.issue(form.username), expires_in=svc.tokens.ttl_seconds
+            access_token=svc.tokens.issue(form.username, credential),
+            expires_in=svc.tokens.ttl_seconds,
         )
 
     @app.post(
         "/predict",
         response_model=Prediction,
-        responses=_errors(401, 413, 415, 422, 500, 503),
+        responses=error_responses(401, 413, 415, 422, 500, 503),
         summary="Classify one uploaded image",
     )
     async def predict(
@@ -454,7 +416,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @app.post(
         "/predict/batch",
         response_model=BatchPrediction,
-        responses=_errors(401, 413),
+        responses=error_responses(401, 413),
         summary="Classify several uploaded images; each result says whether it succeeded",
     )
     async def predict_batch(
@@ -486,8 +448,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     add_extensions(app, service, current_user)  # e.g. the sorting-session routes
 
-    @app.get("/health", summary="Liveness, configuration and micro-batching counters")
-    async def health() -> dict[str, Any]:
+    @app.get(
+        "/health",
+        responses=error_responses(401),
+        summary="Liveness; with a bearer token also configuration and counters",
+    )
+    async def health(
+        request: Request, token: Annotated[str | None, Depends(bearer)]
+    ) -> dict[str, Any]:
+        if not token:
+            return {"status": "ok"}
+        await authenticate(request, token)
         return service().health()
 
     @app.exception_handler(StarletteHTTPException)

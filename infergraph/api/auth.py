@@ -1,17 +1,24 @@
 """Bearer tokens and the brake on password guessing.
 
-Tokens are HS256 JWTs that carry only the user name, issue/expiry times, issuer
-and a random id: nothing secret (the service we replace put the password hash in
-a token that never expired). Failed sign-ins are limited per client so a
-password cannot be guessed at bcrypt speed from one address.
+Tokens are HS256 JWTs that carry only the user name, issue/expiry times, issuer,
+a random id and a credential version: nothing secret (the service we replace put
+the password hash in a token that never expired). The version is a keyed digest
+of the user's bcrypt hash at sign-in; every hash has a fresh salt, so changing the
+password or removing and re-adding the user refuses the tokens issued before.
+Failed sign-ins are limited per client so a password cannot be guessed at bcrypt
+speed from one address.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 
@@ -36,7 +43,8 @@ class Tokens:
         self.ttl_seconds = ttl_seconds
         self.issuer = issuer
 
-    def issue(self, username: str, now: float | None = None) -> str:
+    def issue(self, username: str, credential: bytes, now: float | None = None) -> str:
+        """A token for ``username``, bound to their current password hash ``credential``."""
         issued = int(now if now is not None else time.time())
         claims = {
             "sub": username,
@@ -45,11 +53,40 @@ class Tokens:
             "nbf": issued,
             "exp": issued + self.ttl_seconds,
             "jti": uuid.uuid4().hex,
+            "ver": self._version(credential),
         }
         return jwt.encode(claims, self._key, algorithm=ALGORITHM)
 
-    def verify(self, token: str) -> str:
-        """The user name in a valid token; raises :class:`TokenError` saying what is wrong."""
+    def _version(self, credential: bytes) -> str:
+        return hmac.new(self._key.encode(), credential, hashlib.sha256).hexdigest()[:24]
+
+    def redact(self, name: str) -> str:
+        """A stand-in for a user name that may be a mistyped password: a short keyed digest."""
+        digest = hmac.new(self._key.encode(), b"name:" + name.encode(), hashlib.sha256)
+        return f"unknown:{digest.hexdigest()[:12]}"
+
+    def verify(self, token: str, credential_of: Callable[[str], bytes | None]) -> str:
+        """The user name in a valid token whose user still has the password it was issued for.
+
+        ``credential_of`` gives a user's current password hash (None: no such user);
+        raises :class:`TokenError` saying what is wrong.
+        """
+        claims = self._claims(token)
+        subject = claims["sub"]
+        credential = credential_of(subject)
+        if credential is None:
+            raise TokenError(f"user {subject!r} no longer exists")
+        version = claims.get("ver")
+        if not isinstance(version, str):
+            raise TokenError("token has no 'ver' claim; get a new one from POST /token")
+        if not hmac.compare_digest(version, self._version(credential)):
+            raise TokenError(
+                f"token was issued before the password of {subject!r} changed (or the user "
+                "was removed and added again); get a new one from POST /token"
+            )
+        return subject
+
+    def _claims(self, token: str) -> dict[str, Any]:
         try:
             claims = jwt.decode(
                 token,
@@ -64,7 +101,7 @@ class Tokens:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
             raise TokenError("token has an empty subject")
-        return subject
+        return claims
 
     def _reason(self, exc: jwt.InvalidTokenError, token: str) -> str:
         if isinstance(exc, jwt.ExpiredSignatureError):

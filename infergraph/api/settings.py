@@ -40,6 +40,24 @@ class ApiSettings(BaseSettings):
     dev: bool = Field(
         default=False, description="Development mode: allows the default signing key."
     )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Proxies trusted to set X-Forwarded-For/-Proto (comma-separated addresses "
+        "or networks, '*' for any). Empty: the headers are ignored and the client is the "
+        "connection's address, so nobody can pick the address the sign-in limit counts.",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A request's headers must arrive within this, else 408."
+    )
+    body_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="A request's body must arrive within this of its headers."
+    )
+    keep_alive_seconds: float = Field(
+        default=5.0, gt=0, description="An idle connection is closed after this."
+    )
+    max_connections: int = Field(
+        default=512, ge=1, description="Open connections per process; more get 503 and close."
+    )
 
     # Authentication
     signing_key: SecretStr = Field(
@@ -65,6 +83,15 @@ class ApiSettings(BaseSettings):
     max_pixels: int = Field(default=20_000_000, gt=0, description="Width × height per image.")
     decode_workers: int = Field(
         default=4, ge=1, description="Threads decoding and preprocessing uploads."
+    )
+    decode_budget_mb: float = Field(
+        default=256.0,
+        gt=0,
+        description="Memory (MiB) decodes in this process may hold at once; more wait. "
+        "The default fits one image of the default MAX_PIXELS at 4 bytes a pixel.",
+    )
+    decode_wait_seconds: float = Field(
+        default=30.0, ge=0, description="Longest an upload waits for the decode budget, then 503."
     )
 
     # Model and micro-batching
@@ -149,6 +176,13 @@ def check_settings(settings: ApiSettings) -> list[str]:
         raise SettingsError(f"set only one of {ENV_PREFIX}USERS_FILE and {ENV_PREFIX}USERS_SECRET")
     if settings.users_file is not None and not settings.users_file.is_file():
         raise SettingsError(f"{ENV_PREFIX}USERS_FILE: no such file: {settings.users_file}")
+    largest = settings.max_pixels * 7  # 4 bytes stored by Pillow + 3 of the uint8 result
+    if settings.decode_budget_mb * 1024 * 1024 < largest:
+        warnings.append(
+            f"{ENV_PREFIX}DECODE_BUDGET_MB={settings.decode_budget_mb:g} is below the "
+            f"{largest / 1024 / 1024:,.0f} MiB an image of {ENV_PREFIX}MAX_PIXELS="
+            f"{settings.max_pixels:,} can need: such images will be refused"
+        )
     if not settings.request_log:
         warnings.append("request log disabled: INFERGRAPH_API_REQUEST_LOG is empty")
     return warnings

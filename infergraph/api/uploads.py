@@ -18,7 +18,7 @@ from typing import Any
 from PIL import Image
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infergraph.inference.decode import FORMATS, ImageDecodeError, decode_image
+from infergraph.inference.decode import FORMATS, ImageDecodeError, decoded
 from infergraph.predictors.base import Predictor, RecordError, RecordMeta
 
 #: Bytes of an over-limit body read and discarded so the client still receives the 413
@@ -77,19 +77,22 @@ def prepare_upload(
     if fmt is None:
         raise UploadError(
             415,
-            f"file {filename!r} is not an image (its content starts with {data[:12]!r}); "
-            f"allowed types: {allowed}",
+            f"file {filename!r} is not an image (its content matches none of the image "
+            f"signatures); allowed types: {allowed}",
         )
     if fmt not in FORMATS:
         raise UploadError(
             415, f"file {filename!r} is a {fmt} image, which is not allowed; allowed: {allowed}"
         )
     try:
-        image = decode_image(data, filename, max_pixels)
+        # The decode budget is held through preprocessing: the full-size pixels live until then.
+        with decoded(data, filename, max_pixels) as image:
+            meta = RecordMeta(record_id, filename, {}, image.shape[1], image.shape[0])
+            value = predictor.prepare(image, meta)
     except ImageDecodeError as exc:
+        if exc.busy:
+            raise UploadError(503, f"file {filename!r} not decoded: {exc.reason}") from None
         raise UploadError(422, f"file {filename!r} ({fmt}) cannot be used: {exc.reason}") from None
-    meta = RecordMeta(record_id, filename, {}, image.shape[1], image.shape[0])
-    value = predictor.prepare(image, meta)
     if isinstance(value, RecordError):
         raise UploadError(422, f"file {filename!r} ({fmt}): the model cannot use it: {value}")
     return PreparedUpload(value, meta, fmt)

@@ -139,7 +139,7 @@ def write_users_secret(name: str, users: dict[str, bytes]) -> None:
 class UserStore:
     """The current users, re-read when the users file changes (so adding a user needs no restart).
 
-    A Secret block is read once, at start-up.
+    A Secret block is re-read when the service asks (every few seconds).
     """
 
     def __init__(self, load: Callable[[], dict[str, bytes]], path: Path | None = None) -> None:
@@ -182,12 +182,20 @@ class UserStore:
                 self._dummy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=rounds))
             self._users, self._stamp = users, stamp
 
-    def refresh(self) -> None:
-        """Re-read the file if it changed; a broken edit keeps the previous users."""
+    def refresh(self, reload: bool = False) -> None:
+        """Re-read the file if it changed (any source if ``reload``); errors keep the old users."""
         try:
-            self._refresh()
+            self._refresh(force=reload)
         except UsersError as exc:
-            logger.error("users file not reloaded, keeping the previous users: %s", exc)
+            logger.error("users not reloaded, keeping the previous users: %s", exc)
+
+    def changed(self) -> bool:
+        """Whether the users file differs from what was read (a stat, cheap enough per request)."""
+        return self._path is not None and self._file_stamp() != self._stamp
+
+    def credential(self, name: str) -> bytes | None:
+        """The user's current password hash (tokens are bound to it), None if no such user."""
+        return self._users.get(name)
 
     def __contains__(self, name: str) -> bool:
         return name in self._users
@@ -197,13 +205,17 @@ class UserStore:
 
     def verify(self, name: str, password: str) -> bool:
         """Check a password in constant time whether or not the user exists (slow: bcrypt)."""
+        return self.check(name, password) is not None
+
+    def check(self, name: str, password: str) -> bytes | None:
+        """The password hash the password matched (tokens are bound to it), else None."""
         stored = self._users.get(name)
         raw = password.encode()
         if len(raw) > MAX_PASSWORD_BYTES:
             raw = raw[:MAX_PASSWORD_BYTES]
             stored = None  # never accepted, but costs the same as a real check
         ok = bcrypt.checkpw(raw, stored or self._dummy)
-        return ok and stored is not None
+        return stored if ok and stored is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:

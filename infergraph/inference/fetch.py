@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from infergraph.aws.errors import is_transient
 from infergraph.aws.storage import is_s3_uri, read_uri
-from infergraph.inference.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from infergraph.inference.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decoded
+from infergraph.inference.decode_budget import process_budget
 from infergraph.inference.records import ImageRecord
 from infergraph.predictors.base import Predictor, RecordError, RecordMeta
 
@@ -50,6 +51,7 @@ def prepare_batch(
     records: Sequence[ImageRecord], predictor: Predictor, options: FetchOptions
 ) -> list[PreparedRecord]:
     """Read, decode and preprocess every record; failures become per-record errors."""
+    process_budget()  # before the pools' threads exist: it also caps malloc's arenas
     decode = _pool("decode", os.cpu_count() or 2)
     outcomes: list[Future[PreparedRecord]] = []
     for record in records:
@@ -127,12 +129,14 @@ def _prepare_one(
         except Exception as exc:
             return _unreadable(record, exc)
     try:
-        image = decode_image(data, record.uri, options.max_pixels)
+        # The decode budget is held through preprocessing: the full-size pixels live until then.
+        with decoded(data, record.uri, options.max_pixels) as image:
+            del data
+            height, width = image.shape[:2]
+            meta = RecordMeta(record.record_id, record.uri, meta.fields, width, height)
+            return PreparedRecord(meta, predictor.prepare(image, meta))
     except ImageDecodeError as exc:
-        return PreparedRecord(meta, RecordError(str(exc)))
-    del data
-    meta = RecordMeta(record.record_id, record.uri, meta.fields, image.shape[1], image.shape[0])
-    return PreparedRecord(meta, predictor.prepare(image, meta))
+        return PreparedRecord(meta, RecordError(str(exc)), retryable=exc.busy)
 
 
 def _reason(exc: BaseException) -> str:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from infergraph.aws.storage import read_uri
 from infergraph.predictors.base import ClassifierPredictor, RecordMeta
+from infergraph.predictors.imaging import grey_image
 from infergraph.predictors.labels import parse_labels
 
 BOX_COLUMNS = 6  # x1, y1, x2, y2, score, class_id
@@ -95,7 +96,7 @@ class ExportedModelPredictor(ClassifierPredictor):
         return program.module().to(self.device)
 
     def preprocess_input(self, record: np.ndarray, meta: RecordMeta) -> Any:
-        image = Image.fromarray(record).convert("L" if self.channels == 1 else "RGB")
+        image = grey_image(record) if self.channels == 1 else Image.fromarray(record)
         image = image.resize((self.width, self.height), Image.BILINEAR)
         x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
         x = x.unsqueeze(0) if self.channels == 1 else x.permute(2, 0, 1)

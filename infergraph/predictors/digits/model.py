@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from infergraph.predictors.imaging import grey_image
+
 INPUT_SIZE = 32
 
 
@@ -43,7 +45,7 @@ def to_model_input(rgb: np.ndarray) -> torch.Tensor:
     digits the other way round: the border's brightness tells which one we have.
     Contrast is stretched so ink colour and lighting do not matter.
     """
-    grey = Image.fromarray(rgb).convert("L").resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)
+    grey = grey_image(rgb).resize((INPUT_SIZE, INPUT_SIZE), Image.BILINEAR)
     x = np.asarray(grey, dtype=np.float32) / 255.0
     border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
     if border.mean() > 0.5:
