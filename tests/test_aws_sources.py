@@ -323,5 +323,12 @@ def test_message_limit_and_partial_batches(aws):
             QueueUrl=queue.queue_url, MessageBody=json.dumps({"s3_uri": f"s3://b/{i}"})
         )
     source = SqsSource(queue, message_limit=3)
-    batches = list(source.batches(10))
-    assert sum(len(b) for b in batches) == 3 and source.received == 3
+    batches = list(source.batches(2))
+    assert [len(b) for b in batches] == [2, 1]  # a full batch, then what the limit left
+    assert source.received == 3 and len(source.in_flight()) == 3
+    taken = [r.uri for b in batches for r in b]
+    # The two messages past the limit were never received: visible, for the next consumer.
+    assert queue_counts(sqs, queue.queue_url) == (2, 3)
+    rest = sqs.receive_message(QueueUrl=queue.queue_url, MaxNumberOfMessages=10)["Messages"]
+    left = [json.loads(m["Body"])["s3_uri"] for m in rest]
+    assert sorted(taken + left) == [f"s3://b/{i}" for i in range(5)]
