@@ -9,7 +9,7 @@ a baseline (the unmutated copy) that fails.
 
     python bench/mutations.py --list
     python bench/mutations.py --only csv-part-drops-row --only notice-claim-skipped
-    python bench/mutations.py            # all of them: about 15-20 minutes on 2 busy cores
+    python bench/mutations.py            # all 21: ~28 min on 2 shared cores (8 the baseline)
 
 Exit status: 0 when every mutant was caught; 1 when one survived; 2 when the script
 could not judge one (missing anchor, baseline failing, pytest error).
