@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from infergraph.api.requestlog import RequestContext, RequestLog
 from infergraph.api.users import UsersError, UserStore, hash_password, hash_rounds, parse_users
 from infergraph.inference.records import ResultChunk
 from infergraph.inference.sinks.base import JsonLinesFileSink, Sink
+from tests.support.waiting import wait_until
 
 
 def test_batcher_routes_results_and_respects_max_size() -> None:
@@ -23,7 +23,6 @@ def test_batcher_routes_results_and_respects_max_size() -> None:
 
     def run(items: list[int]) -> list[int]:
         seen.append(items)
-        time.sleep(0.01)
         return [i * 10 for i in items]
 
     async def scenario() -> list[int]:
@@ -35,8 +34,8 @@ def test_batcher_routes_results_and_respects_max_size() -> None:
 
     assert asyncio.run(scenario()) == [i * 10 for i in range(50)]
     assert sorted(i for batch in seen for i in batch) == list(range(50))
-    assert max(len(b) for b in seen) == 8
-    assert len(seen) <= 8  # 50 concurrent submissions share passes: ceil(50 / 8) = 7
+    # 50 submissions queued before the first pass share passes of at most 8: ceil(50 / 8) = 7
+    assert [len(b) for b in seen] == [8, 8, 8, 8, 8, 8, 2]
 
 
 def test_batcher_waits_only_for_records_on_their_way() -> None:
@@ -46,30 +45,32 @@ def test_batcher_waits_only_for_records_on_their_way() -> None:
         seen.append(items)
         return items
 
-    async def scenario() -> tuple[float, float]:
-        batcher: MicroBatcher[str, str] = MicroBatcher(run, max_size=8, max_wait=5.0)
+    async def scenario() -> None:
+        # max_wait is an hour: a batch that waited for it would trip the 30 s guards below.
+        batcher: MicroBatcher[str, str] = MicroBatcher(run, max_size=8, max_wait=3600)
         batcher.start()
-        started = time.perf_counter()
-        await batcher.submit("alone")  # nothing announced: no waiting for company
-        alone = time.perf_counter() - started
+        # Nothing announced: no waiting for company.
+        assert await asyncio.wait_for(batcher.submit("alone"), 30) == "alone"
+        announced, queued = asyncio.Event(), asyncio.Event()
 
         async def late() -> str:
             with batcher.expecting() as ticket:
-                await asyncio.sleep(0.2)  # "decoding"
+                announced.set()
+                await queued.wait()  # "decoding" while the early record waits
+                for _ in range(10):  # every ready task runs: the batcher has looked at "early"
+                    await asyncio.sleep(0)
                 return await batcher.submit("late", ticket)
 
         async def early() -> str:
-            await asyncio.sleep(0.01)
+            await announced.wait()
+            queued.set()  # submit() queues the record before it first awaits
             return await batcher.submit("early")
 
-        started = time.perf_counter()
-        await asyncio.gather(late(), early())
-        together = time.perf_counter() - started
+        got = await asyncio.wait_for(asyncio.gather(late(), early()), 30)
+        assert got == ["late", "early"]
         await batcher.close()
-        return alone, together
 
-    alone, together = asyncio.run(scenario())
-    assert alone < 1.0 and together < 2.0  # far below max_wait
+    asyncio.run(scenario())
     assert seen == [["alone"], ["early", "late"]]  # the early one waited for the announced one
 
 
@@ -120,13 +121,11 @@ def test_request_log_drops_rows_rather_than_blocking_when_full(tmp_path: Path) -
         RequestContext(f"r{i}", "2025-01-01T00:00:00Z", "POST", "/x", "c") for i in range(6)
     ]
     log.record(contexts[0], 200)  # taken by the writer, which then stalls on the gate
-    deadline = time.monotonic() + 5
-    while log.stats()["queued_requests"] and time.monotonic() < deadline:
-        time.sleep(0.01)
-    started = time.perf_counter()
-    for context in contexts[1:]:
-        log.record(context, 500)
-    assert time.perf_counter() - started < 0.5  # never waits for the sink
+    wait_until(lambda: not log.stats()["queued_requests"], timeout=10, interval=0.01)
+    recording = threading.Thread(target=lambda: [log.record(c, 500) for c in contexts[1:]])
+    recording.start()
+    recording.join(10)
+    assert not recording.is_alive() and not sink.gate.is_set()  # never waits for the sink
     assert log.stats()["rows_dropped"] == 3  # two fit in the queue
     sink.gate.set()
     log.close()

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from infergraph.aws.clients import aws_client
 from infergraph.devstack import Queue, Resources, Table, Topic, provision
 from infergraph.predictors.digits import SAMPLES
 from tests.support.queues import queue_counts
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 _deserializer = TypeDeserializer()
@@ -388,12 +388,14 @@ def test_a_killed_run_is_completed_by_a_rerun_exactly_once(prefect_server, aws, 
         "1",
         log=tmp_path / "run.log",
     )
+
+    def written() -> int:
+        assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        count = dynamodb.scan(TableName="results", Select="COUNT")["Count"]
+        return count if count >= 10 else 0
+
     try:
-        deadline = time.monotonic() + 120
-        while (done := dynamodb.scan(TableName="results", Select="COUNT")["Count"]) < 10:
-            assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the run never started writing"
-            time.sleep(0.05)
+        done = wait_until(written, timeout=120, interval=0.05, what="the run to write results")
         run.send_signal(signal.SIGKILL)  # no cleanup, no release of in-flight messages
         run.wait(timeout=30)
     finally:
@@ -402,7 +404,11 @@ def test_a_killed_run_is_completed_by_a_rerun_exactly_once(prefect_server, aws, 
     assert done < 80, "the run finished before it could be interrupted"
     assert _queue_sizes(aws, made["queue"]["requests"])[1] > 0  # messages left in flight
 
-    time.sleep(6)  # the killed run's messages become visible again
+    wait_until(  # the killed run's messages become visible again
+        lambda: _queue_sizes(aws, made["queue"]["requests"])[1] == 0,
+        timeout=60,
+        what="the killed run's messages to become visible",
+    )
     summary = inference(
         source="sqs://requests?idle_polls=2",
         sinks=["dynamodb://results", "s3://images/out/"],
@@ -434,13 +440,14 @@ def test_two_runs_on_one_queue_process_each_request_once(prefect_server, aws, tm
     runs = [
         _cli(*args, "--requests-table", "requests", "--batch-size", "2", log=log) for log in logs
     ]
+
+    def polling() -> bool:
+        assert all(r.poll() is None for r in runs), [log.read_text()[-2000:] for log in logs]
+        return all(f"receiving from {queue}" in log.read_text() for log in logs)
+
+    queue = "sqs://requests"
     try:
-        deadline = time.monotonic() + 120
-        while not all("Beginning flow run" in log.read_text() for log in logs):
-            assert all(r.poll() is None for r in runs), [log.read_text()[-2000:] for log in logs]
-            assert time.monotonic() < deadline, "the runs did not start"
-            time.sleep(0.2)
-        time.sleep(1)  # both are polling the queue now
+        wait_until(polling, timeout=120, interval=0.2, what="both runs to poll the queue")
         _send(aws, made["queue"]["requests"], _requests(made["images"], 40, 2))
         codes = [r.wait(timeout=150) for r in runs]
     finally:

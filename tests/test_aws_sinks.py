@@ -69,7 +69,13 @@ def test_results_are_flattened_typed_and_overwritten_by_a_rerun(aws):
     sink.write(ResultChunk("m1", rows))
     sink.write(ResultChunk("m1", [_row("r0", "s3://b/0.png", score=0.5)]))  # a rerun
 
-    items = {i["record_id"]: i for i in _scan(aws_client("dynamodb", aws), "results")}
+    dynamodb = aws_client("dynamodb", aws)
+    # Raw items, not keyed by record: a rerun that added an item instead of replacing it
+    # would show here as 31.
+    assert dynamodb.scan(TableName="results", Select="COUNT")["Count"] == 30
+    scanned = _scan(dynamodb, "results")
+    assert len({i["result_id"] for i in scanned}) == len(scanned) == 30
+    items = {i["record_id"]: i for i in scanned}
     assert len(items) == 30
     first = items["r0|s3://b/0.png"]
     assert first["score"] == Decimal("0.5")

@@ -18,6 +18,7 @@ from infergraph.inference.sources.s3 import S3Prefix
 from infergraph.inference.sources.sqs import SqsSource
 from infergraph.inference.specs import SpecError
 from tests.support.queues import queue_counts
+from tests.support.waiting import wait_until
 
 
 def _put(s3, bucket: str, keys: list[str]) -> None:
@@ -195,19 +196,21 @@ def test_queue_records_are_grouped_by_message_and_acknowledged_one_by_one(aws):
     source.ack([ids["two"]])
     source.nack([ids["one"]], "a transient failure")
     assert source.in_flight() == []
-    time.sleep(0.5)
-    again = sqs.receive_message(
-        QueueUrl=queue.queue_url,
-        MaxNumberOfMessages=10,
-        MessageSystemAttributeNames=["ApproximateReceiveCount"],
-    )["Messages"]
+    again = wait_until(
+        lambda: sqs.receive_message(
+            QueueUrl=queue.queue_url,
+            MaxNumberOfMessages=10,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        ).get("Messages"),
+        what="the released message to come back",
+    )
     assert [(m["MessageId"], m["Attributes"]["ApproximateReceiveCount"]) for m in again] == [
         (ids["one"], "2")
     ]
 
 
 def test_nack_resets_only_that_message(aws):
-    queue = _queue(aws, retry_delay_seconds=1)
+    queue = _queue(aws, retry_delay_seconds=3)
     sqs = aws_client("sqs", aws)
     for i in range(3):
         sqs.send_message(
@@ -216,8 +219,13 @@ def test_nack_resets_only_that_message(aws):
     source = SqsSource(queue)
     groups = [r.group for batch in source.batches(10) for r in batch]
     source.nack(groups[:1], "failed")
-    time.sleep(1.5)
-    back = sqs.receive_message(QueueUrl=queue.queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert queue_counts(sqs, queue.queue_url) == (0, 3)  # not at once: after the retry delay
+    back = wait_until(
+        lambda: sqs.receive_message(QueueUrl=queue.queue_url, MaxNumberOfMessages=10).get(
+            "Messages"
+        ),
+        what="the released message to come back",
+    )
     assert [m["MessageId"] for m in back] == groups[:1]  # the other two stay hidden
     assert queue_counts(sqs, queue.queue_url) == (0, 3)
 
@@ -262,13 +270,23 @@ def test_heartbeat_keeps_a_slow_message_hidden(aws):
     sqs.send_message(QueueUrl=queue.queue_url, MessageBody=json.dumps({"s3_uri": "s3://b/k"}))
     source = SqsSource(queue)
     [_batch] = list(source.batches(10))
-    deadline = time.monotonic() + 4.5
-    while time.monotonic() < deadline:  # longer than twice the visibility timeout
-        source.heartbeat()
-        time.sleep(0.25)
-    assert queue_counts(sqs, queue.queue_url) == (0, 1)
+    # A witness received later with the same 2-second visibility and no heartbeat: each
+    # time it is visible again, the held message's own timeout has run out too.
+    sqs.send_message(QueueUrl=queue.queue_url, MessageBody="witness")
+
+    def witness_back() -> list[str]:
+        source.heartbeat()  # the run's worker does this while the slow message is in work
+        got = sqs.receive_message(
+            QueueUrl=queue.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=2
+        )
+        return [m["Body"] for m in got.get("Messages", [])]
+
+    for expiry in range(3):  # the first receive hides it; then it expires twice
+        bodies = wait_until(witness_back, timeout=20, interval=0.2, what=f"witness {expiry}")
+        assert bodies == ["witness"]  # never the held message: its visibility was extended
+    assert queue_counts(sqs, queue.queue_url) == (0, 2)
     source.close()  # releases what was never finished
-    assert queue_counts(sqs, queue.queue_url) == (1, 0)
+    assert queue_counts(sqs, queue.queue_url) == (1, 1)
 
 
 def test_visibility_is_clamped_to_the_twelve_hour_limit(aws):
@@ -323,5 +341,12 @@ def test_message_limit_and_partial_batches(aws):
             QueueUrl=queue.queue_url, MessageBody=json.dumps({"s3_uri": f"s3://b/{i}"})
         )
     source = SqsSource(queue, message_limit=3)
-    batches = list(source.batches(10))
-    assert sum(len(b) for b in batches) == 3 and source.received == 3
+    batches = list(source.batches(2))
+    assert [len(b) for b in batches] == [2, 1]  # a full batch, then what the limit left
+    assert source.received == 3 and len(source.in_flight()) == 3
+    taken = [r.uri for b in batches for r in b]
+    # The two messages past the limit were never received: visible, for the next consumer.
+    assert queue_counts(sqs, queue.queue_url) == (2, 3)
+    rest = sqs.receive_message(QueueUrl=queue.queue_url, MaxNumberOfMessages=10)["Messages"]
+    left = [json.loads(m["Body"])["s3_uri"] for m in rest]
+    assert sorted(taken + left) == [f"s3://b/{i}" for i in range(5)]

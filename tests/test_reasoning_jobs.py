@@ -14,14 +14,17 @@ import pytest
 
 from blocks.dynamodb import DynamoDBTable
 from infergraph.reasoning.jobs import (
+    LOAD_IN_PROGRESS_STATES,
     LOAD_TERMINAL_STATES,
     LOADER_STATUSES,
+    NOTICE_PENDING_STATES,
     TRANSITIONS,
     IllegalTransition,
     JobStatus,
     JobStore,
     StaleTransition,
 )
+from infergraph.reasoning.loaders.status import LOADER_IN_PROGRESS, LOADER_TERMINAL
 
 S = JobStatus
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,18 +161,62 @@ def test_stale_transition_is_refused_and_never_overwrites(table):
     assert stored.get("reasoner") == {"edb_facts": 1} and stored.get("reason") is None
 
 
+#: Neptune's 15 loader statuses (NOTES §4), written out: loader status → the job state it
+#: files the job under, and where that state may go next ("LOADING": any load state).
+LOADER_STATUS_TABLE = {
+    "LOAD_NOT_STARTED": ("NEPTUNE_LOAD_NOT_STARTED", "LOADING"),
+    "LOAD_IN_QUEUE": ("NEPTUNE_LOAD_IN_QUEUE", "LOADING"),
+    "LOAD_IN_PROGRESS": ("NEPTUNE_LOAD_IN_PROGRESS", "LOADING"),
+    "LOAD_COMPLETED": ("NEPTUNE_LOAD_COMPLETED", "SUCCESS_NOTIFICATION_SENT"),
+    "LOAD_CANCELLED_BY_USER": ("NEPTUNE_LOAD_CANCELLED_BY_USER", "ERROR_NOTIFICATION_SENT"),
+    "LOAD_CANCELLED_DUE_TO_ERRORS": (
+        "NEPTUNE_LOAD_CANCELLED_DUE_TO_ERRORS",
+        "ERROR_NOTIFICATION_SENT",
+    ),
+    "LOAD_UNEXPECTED_ERROR": ("NEPTUNE_LOAD_UNEXPECTED_ERROR", "ERROR_NOTIFICATION_SENT"),
+    "LOAD_FAILED": ("NEPTUNE_LOAD_FAILED", "ERROR_NOTIFICATION_SENT"),
+    "LOAD_S3_READ_ERROR": ("NEPTUNE_LOAD_S3_READ_ERROR", "ERROR_NOTIFICATION_SENT"),
+    "LOAD_S3_ACCESS_DENIED_ERROR": (
+        "NEPTUNE_LOAD_S3_ACCESS_DENIED_ERROR",
+        "ERROR_NOTIFICATION_SENT",
+    ),
+    "LOAD_COMMITTED_W_WRITE_CONFLICTS": (
+        "NEPTUNE_LOAD_COMMITTED_W_WRITE_CONFLICTS",
+        "ERROR_NOTIFICATION_SENT",
+    ),
+    "LOAD_DATA_DEADLOCK": ("NEPTUNE_LOAD_DATA_DEADLOCK", "ERROR_NOTIFICATION_SENT"),
+    "LOAD_DATA_FAILED_DUE_TO_FEED_MODIFIED_OR_DELETED": (
+        "NEPTUNE_LOAD_DATA_FAILED_DUE_TO_FEED_MODIFIED_OR_DELETED",
+        "ERROR_NOTIFICATION_SENT",
+    ),
+    "LOAD_FAILED_BECAUSE_DEPENDENCY_NOT_SATISFIED": (
+        "NEPTUNE_LOAD_FAILED_BECAUSE_DEPENDENCY_NOT_SATISFIED",
+        "ERROR_NOTIFICATION_SENT",
+    ),
+    "LOAD_FAILED_INVALID_REQUEST": (
+        "NEPTUNE_LOAD_FAILED_INVALID_REQUEST",
+        "ERROR_NOTIFICATION_SENT",
+    ),
+}
+
+
 def test_every_loader_status_has_a_state_and_a_way_out():
-    assert len(LOADER_STATUSES) == 15
-    for status in LOADER_STATUSES:
-        state = S.for_loader(status)
-        assert state.value == f"NEPTUNE_{status}"
-    for state in LOAD_TERMINAL_STATES:
-        expected = (
-            S.SUCCESS_NOTIFICATION_SENT
-            if state == S.NEPTUNE_LOAD_COMPLETED
-            else S.ERROR_NOTIFICATION_SENT
-        )
-        assert TRANSITIONS[state] == {expected}
+    assert len(LOADER_STATUS_TABLE) == 15
+    assert sorted(LOADER_STATUSES) == sorted(LOADER_STATUS_TABLE)
+    load_states = {state for state, _ in LOADER_STATUS_TABLE.values()}
+    running = {s for s, (_, way_out) in LOADER_STATUS_TABLE.items() if way_out == "LOADING"}
+    assert set(LOADER_IN_PROGRESS) == running
+    assert set(LOADER_TERMINAL) == set(LOADER_STATUS_TABLE) - running
+    assert {str(s) for s in LOAD_IN_PROGRESS_STATES} == {f"NEPTUNE_{s}" for s in running}
+    for status, (state, way_out) in LOADER_STATUS_TABLE.items():
+        assert S.for_loader(status) == state, status
+        allowed = {str(s) for s in TRANSITIONS[S(state)]}
+        if way_out == "LOADING":
+            assert S(state) not in LOAD_TERMINAL_STATES and S(state) not in NOTICE_PENDING_STATES
+            assert allowed == load_states, status  # on to any load state, never to a notice
+        else:
+            assert S(state) in LOAD_TERMINAL_STATES and S(state) in NOTICE_PENDING_STATES
+            assert allowed == {way_out}, status
     assert set(TRANSITIONS) == set(S)
     with pytest.raises(ValueError, match="unknown loader status"):
         S.for_loader("LOAD_EXPLODED")

@@ -19,6 +19,7 @@ from infergraph.reasoning.jobspec import parse_jobspec
 from infergraph.reasoning.loaders import LoadRefused, NeptuneLoader, build_load_request
 from infergraph.reasoning.notices import notice_subject
 from tests.support.fake_neptune import fake_neptune
+from tests.support.races import held_after
 from tests.support.reasoning_env import INPUT, OUTPUT, make_env
 
 SIGNER = AwsCredentials(
@@ -193,26 +194,36 @@ def test_refresh_handles_all_fifteen_statuses(aws, tmp_path, neptune):
 
 @pytest.mark.usefixtures("prefect_server")
 def test_concurrent_refreshes_send_each_notice_once(aws, tmp_path, neptune):
+    """Three refreshes that have all read the finished jobs before any of them claims one."""
     env = make_env(aws, tmp_path)
     request = build_load_request(spec(iam_role=ROLE), "s3://out/ds/j/data/")
     jobs = [_loading_job(env, request, f"load-{i}") for i in range(6)]
-    barrier = threading.Barrier(3)
-    results = []
+    results, errors = [], []
 
     def refresh():
-        barrier.wait()
-        results.append(
-            refresh_bulk_loads(
-                jobs_table=env.table, notices=env.topic, graph_store=cluster(neptune)
+        try:
+            results.append(
+                refresh_bulk_loads(
+                    jobs_table=env.table, notices=env.topic, graph_store=cluster(neptune)
+                )
             )
-        )
+        except Exception as exc:  # reported below, with the barrier's state
+            errors.append(exc)
 
-    threads = [threading.Thread(target=refresh) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert len(results) == 3
+    def pending_notices(params):
+        return params.get("ExpressionAttributeValues", {}).get(":s") == {
+            "S": JobStatus.NEPTUNE_LOAD_COMPLETED
+        }
+
+    # Each run waits, holding its list of finished jobs, until every run has read it: all
+    # three then try to notify all six jobs, and only the notice claim keeps it to one each.
+    with held_after(env.table.client(), "Query", pending_notices, parties=3) as barrier:
+        threads = [threading.Thread(target=refresh) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+    assert not errors and len(results) == 3, (errors, barrier.broken)
     notices = env.notices()
     assert sorted(n["MessageAttributes"]["job_id"]["Value"] for n in notices) == sorted(
         j.job_id for j in jobs

@@ -33,6 +33,7 @@ from infergraph.events.bridge import (
 from infergraph.inference.sources.messages import S3Object
 from tests.support.queues import queue_counts
 from tests.support.servers import REPO, free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -449,11 +450,18 @@ def test_a_redelivered_notification_starts_no_second_automation_run(aws, prefect
                 if r.role == "triggering-event"
             ]
 
-        def wait_until(done: Callable[[list[str]], bool], timeout: float = 20) -> list[str]:
+        def fired_once(done: Callable[[list[str]], bool], timeout: float = 20) -> list[str]:
             deadline = time.monotonic() + timeout
             while not done(fired := firings()) and time.monotonic() < deadline:
                 time.sleep(0.3)
             return fired
+
+        def stored(key: str, count: int) -> list[str]:
+            def ids() -> list[str]:
+                got = [str(e.id) for e in _events(bucket, 0) if e.payload["key"] == key]
+                return got if len(got) >= count else []
+
+            return wait_until(ids, timeout=20, interval=0.3, what=f"stored events of {key}")
 
         queue = _queue(aws)
         sqs = aws_client("sqs", aws)
@@ -461,9 +469,9 @@ def test_a_redelivered_notification_starts_no_second_automation_run(aws, prefect
         for n in range(40):
             _send(sqs, queue, {"Records": [_record(bucket, f"probe-{n}.txt", time=None)]})
             _bridge(queue)
-            if wait_until(bool, timeout=0.5):
+            if fired_once(bool, timeout=0.5):
                 break
-        assert wait_until(bool)
+        assert fired_once(bool)
 
         upload = _record(bucket, "x.png", object={"sequencer": "0001"})
         again = _record(bucket, "x.png", object={"sequencer": "0002"})  # uploaded again
@@ -471,17 +479,16 @@ def test_a_redelivered_notification_starts_no_second_automation_run(aws, prefect
         counts = _bridge(queue)
         assert (counts.events, counts.deleted) == (3, 3)
 
-        deadline = time.monotonic() + 20
-        while True:
-            stored = [e for e in _events(bucket, 0) if e.payload["key"] == "x.png"]
-            if len(stored) >= 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.3)
-        ids = sorted(str(e.id) for e in stored)
+        ids = sorted(stored("x.png", 2))
         assert len(ids) == 2  # the redelivered id was stored once
-        wait_until(lambda fired: set(ids) <= set(fired))
-        time.sleep(1.5)  # the duplicate, had it fired, would have fired before the new upload
-        fired = firings()
+        fired_once(lambda fired: set(ids) <= set(fired))
+        # Evidence that the duplicate has been through the trigger service: an upload sent
+        # only now has fired too, and the server evaluates events in the order they came.
+        _send(sqs, queue, {"Records": [_record(bucket, "y.png", object={"sequencer": "0003"})]})
+        assert _bridge(queue).events == 1
+        [later] = stored("y.png", 1)
+        fired = fired_once(lambda fired: later in fired)
+        assert later in fired
         assert sorted(i for i in fired if i in ids) == ids  # one run per upload, not per message
 
 
@@ -530,6 +537,7 @@ def test_the_command_once_drains_and_exits(aws, prefect_server, tmp_path):
     assert queue_counts(sqs, queue.queue_url) == (0, 0)
 
 
+@pytest.mark.timeout(240)  # the session's Prefect server may start inside this test
 def test_the_command_serves_until_sigterm_stops_it(aws, prefect_server, tmp_path):
     queue = _queue(aws, wait_time_seconds=20)
     block = _unique("s3-events")
@@ -547,19 +555,21 @@ def test_the_command_serves_until_sigterm_stops_it(aws, prefect_server, tmp_path
     try:
         _send(sqs, queue, {"Records": [_record(bucket, "live.png")]})
         assert [e.payload["key"] for e in _events(bucket, 1, timeout=60)] == ["live.png"]
-        time.sleep(1.0)  # back in a 20-second long poll
+        # Deleted after its event was accepted: the loop is on its way back to a long poll.
+        wait_until(lambda: queue_counts(sqs, queue.queue_url) == (0, 0), what="the delete")
         proc.send_signal(signal.SIGTERM)
-        stopped = time.monotonic()
-        out, err = proc.communicate(timeout=15)
-        assert time.monotonic() - stopped < 5, err
+        # Sent after the signal: a long poll left running would receive it within its 20 s.
+        _send(sqs, queue, {"Records": [_record(bucket, "late.png")]})
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["deleted"] == 1
+    counts = json.loads(out.strip().splitlines()[-1])
+    assert (counts["received"], counts["deleted"]) == (1, 1), err  # the poll was cut short
     assert "SIGTERM: stopping" in err
-    assert queue_counts(sqs, queue.queue_url) == (0, 0)
+    assert sum(queue_counts(sqs, queue.queue_url)) == 1  # the late message is still queued
 
 
 def test_sigint_cuts_a_long_poll_short(aws, closed_api):

@@ -86,6 +86,7 @@ class SqsSource(Source):
         Only an empty batch waits on a long poll, so a lone message is processed at
         once instead of waiting for company.
         """
+        self._log.info("receiving from %s", self.description)
         pending: deque[ImageRecord] = deque()
         batch: list[ImageRecord] = []
         idle = 0
