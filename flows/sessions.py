@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from prefect import flow, unmapped
+from prefect.states import Completed, State
 
 from infergraph.inference.fetch import FetchOptions
 from infergraph.predictors.loading import PredictorSpec
@@ -31,7 +32,7 @@ def sorting_session(
     batch_size: int = 8,
     seed: int = 0,
     detector: PredictorSpec = DETECTOR,
-) -> list[list[list[float]]]:
+) -> State[list[list[list[float]]]]:
     """Commands ``[[item_servo0, item_servo1], [container_servo0, container_servo1]]``."""
     constants = ArmConstants.parse(arm_constants)  # a bad field fails before any work
     records = pending_images(database, arm_id, session_id)
@@ -46,11 +47,12 @@ def sorting_session(
         database, images, detector, arm_id, session_id, constants, seed, wait_for=[stored]
     )
     publish_session(database, arm_id, session_id, summary)
-    print(
-        f"session {session_id}: {len(records)} pictures detected, {summary['items']} items, "
+    told = (
+        f"{len(records)} pictures detected, {summary['items']} items, "
         f"{summary['containers']} containers, {len(summary['commands'])} commands"
     )
-    return summary["commands"]
+    print(f"session {session_id}: {told}")
+    return Completed(message=f"Completed: {told}", data=summary["commands"])
 
 
 if __name__ == "__main__":

@@ -86,7 +86,10 @@ def test_the_summary_counts_errors_and_accuracy_over_labelled_rows() -> None:
     assert (summary.labelled, summary.correct, summary.accuracy) == (2, 1, 0.5)
     assert summary.per_class == {"1": 3}
     assert summary.error_list == [("d.png", "not an image")]
-    assert "1 errors" in summary.text() and "50.00% of 2 labelled" in summary.text()
+    line = summary.summary_line()
+    assert "1 errors" in line and "accuracy 50.00% of 2 labelled" in line
+    assert summary.state_message() == "Completed: 3 of 4 images, 1 errors"
+    assert summary.outcome() == "1 of 4 failed · accuracy 50.0% of 2 labelled"
 
 
 def test_the_error_list_is_capped_but_every_error_is_counted() -> None:
