@@ -97,7 +97,7 @@ def schedule_reasoning_job(
         process_after_local_run: After a local run, process its log in this run instead of
             waiting for the S3 event (for setups without an S3 trigger).
         graph_store: Where process_after_local_run loads the output:
-            'oxigraph-store/<name>' or 'neptune-cluster/<name>'.
+            `oxigraph-store/<name>` or `neptune-cluster/<name>`.
     """
     logger = get_run_logger()
     store, topic = open_job_store(jobs_table), resolve_block(notices, SnsTopic)
@@ -181,7 +181,7 @@ def process_inference(
         key: Key of the log: {dataset}/{job_id}/rdfox.log (already URL-decoded).
         jobs_table: DynamoDBTable block (name or instance) of the jobs table.
         notices: SnsTopic block (name or instance) for failure notices.
-        graph_store: 'neptune-cluster/<name>' or 'oxigraph-store/<name>' (or an instance):
+        graph_store: `neptune-cluster/<name>` or `oxigraph-store/<name>` (or an instance):
             where the output is bulk-loaded.
         aws_credentials: AwsCredentials block name for S3; empty for the default AWS chain.
     """
@@ -221,7 +221,7 @@ def refresh_bulk_loads(
     Args:
         jobs_table: DynamoDBTable block (name or instance) of the jobs table.
         notices: SnsTopic block (name or instance) that receives the notices.
-        graph_store: 'neptune-cluster/<name>' or 'oxigraph-store/<name>' (or an instance):
+        graph_store: `neptune-cluster/<name>` or `oxigraph-store/<name>` (or an instance):
             the loader asked for load statuses.
         kubernetes_credentials: KubernetesCredentials block name used to spot Kubernetes
             reasoning Jobs whose pods failed; empty for in-cluster or ~/.kube/config.

@@ -58,14 +58,18 @@ def run_scenario(
 ) -> State[dict[str, Any]]:
     """Run ``scenario`` of the model folder ``model`` against ``store``.
 
-    model: the model folder (step-functions.json or steps.yaml inside); empty: the
-        example model shipped with the code, wherever it runs.
-    launcher_arg: JSON given to every step (``python step.py '<launcher_arg>'``).
-    store: ``s3://bucket[/prefix]`` or a local folder.
-    caller: who asks (checked by the Authorization state unless authorize is off).
-    queue: wait for a running run of the same scenario instead of being refused.
-    request_key: a ``<scenario>/run.json`` upload that asked for this run (from the
-        trigger): scenario, launcher_arg and caller are read from it.
+    Args:
+        model: The model folder (`step-functions.json` or `steps.yaml` inside). Empty: the
+            example model shipped with the code, wherever it runs.
+        scenario: The scenario to run (a folder of the store).
+        launcher_arg: JSON given to every step (`python step.py '<launcher_arg>'`).
+        store: `s3://bucket[/prefix]` or a local folder.
+        aws_credentials: AwsCredentials block name for an `s3://` store.
+        caller: Who asks (checked by the Authorization state unless authorize is off).
+        authorize: Check the caller before the first step.
+        queue: Wait for a running run of the same scenario instead of being refused.
+        request_key: A `<scenario>/run.json` upload that asked for this run (from the
+            trigger): scenario, launcher_arg and caller are read from it.
     """
     target = open_store(store, aws_credentials if store.startswith("s3://") else None)
     request: dict[str, Any] = {}

@@ -33,7 +33,18 @@ def sorting_session(
     seed: int = 0,
     detector: PredictorSpec = DETECTOR,
 ) -> State[list[list[list[float]]]]:
-    """Commands ``[[item_servo0, item_servo1], [container_servo0, container_servo1]]``."""
+    """Commands ``[[item_servo0, item_servo1], [container_servo0, container_servo1]]``.
+
+    Args:
+        arm_id: The arm whose session this is.
+        session_id: The session, as named in the picture keys.
+        arm_constants: The arm's geometry (radius, rotation and distance ranges).
+        database: The session store: a PostgresDatabase block name or a `postgresql://` URL.
+        images: Where the pictures are: `s3://bucket/prefix/` or a local folder.
+        batch_size: Pictures per detection task.
+        seed: Seed of the item clustering, for repeatable plans.
+        detector: The detector to run (a predictor spec).
+    """
     constants = ArmConstants.parse(arm_constants)  # a bad field fails before any work
     records = pending_images(database, arm_id, session_id)
     batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
