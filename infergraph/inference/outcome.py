@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from infergraph.inference.artifacts import publish_artifacts
-from infergraph.inference.reporting import RunSummary
+from infergraph.inference.reporting import RunSummary, counted
 from infergraph.inference.sources.base import source_label
 from infergraph.runs import IDLE, artifact_key, current_run_tags, describe_run, entry_point
 
@@ -24,8 +24,8 @@ def tell_outcome(summary: RunSummary, source: str | Sequence[str] | None, log: A
     log.info("%s", summary.summary_line())
     label = source_label(source)
     if summary.images:
-        errors = f" · {summary.errors} errors" if summary.errors else ""
-        describe_run(f"{label} · {summary.images} images{errors}")
+        errors = f" · {counted(summary.errors, 'error')}" if summary.errors else ""
+        describe_run(f"{label} · {counted(summary.images, 'image')}{errors}")
     else:
         describe_run(f"{label} · {IDLE}", add_tags=[IDLE])
     return publish_artifacts(summary, artifact_key("inference", entry_point(current_run_tags())))

@@ -109,7 +109,7 @@ class RunSummary:
         parts = [
             f"{self.errors} of {self.images} failed"
             if self.errors
-            else f"{self.images} images, none failed"
+            else f"{counted(self.images, 'image')}, none failed"
         ]
         if self.accuracy is not None:
             parts.append(f"accuracy {self.accuracy:.1%} of {self.labelled} labelled")
@@ -122,8 +122,9 @@ class RunSummary:
         if not self.images:
             return "Completed: idle, no images to classify"
         if not self.errors:
-            return f"Completed: {self.images} images"
-        return f"Completed: {self.predicted} of {self.images} images, {self.errors} errors"
+            return f"Completed: {counted(self.images, 'image')}"
+        errors = counted(self.errors, "error")
+        return f"Completed: {self.predicted} of {counted(self.images, 'image')}, {errors}"
 
     def summary_line(self) -> str:
         """The line logged at the end of a run."""
@@ -144,6 +145,11 @@ class RunSummary:
         if hidden <= 0:
             return None
         return f"… and {hidden} more failed images (all are listed in the run's errors artifact)"
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 image``, ``3 images``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def readable_error(uri: str, error: str) -> str:
