@@ -10,9 +10,11 @@ strings), with a requests table and SNS completion notices as options.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow
+from prefect.runtime import flow_run
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_aws import AwsCredentials
 
@@ -24,15 +26,17 @@ from infergraph.blockref import resolve_block
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.fetch import FetchOptions
 from infergraph.inference.notices import CompletionNotices
+from infergraph.inference.outcome import completed, tell_outcome
 from infergraph.inference.pipeline import BatchPipeline
-from infergraph.inference.reporting import publish_artifacts
 from infergraph.inference.requests_table import RequestsTable, ThenRequestsTable
 from infergraph.inference.runners import THREADS, infer_task_runner, started
 from infergraph.inference.sinks.base import DEFAULT_SINKS, Sink, open_sink
-from infergraph.inference.sources.base import open_source
+from infergraph.inference.sources.base import open_source, source_label
 from infergraph.inference.sources.sqs import SqsSource
+from infergraph.logs import run_logger
 from infergraph.predictors.digits import DEFAULT_PREDICTOR, SAMPLES
 from infergraph.predictors.loading import PredictorSpec, get_predictor
+from infergraph.runs import titled as T
 from tasks.inference import infer_batch, write_results
 
 
@@ -40,62 +44,70 @@ class RunIncomplete(RuntimeError):
     """Some results could not be written; their records were not acknowledged."""
 
 
+def _run_name() -> str:
+    """Runs are named after their source; the end of the run adds what it did."""
+    return source_label(flow_run.parameters.get("source"))
+
+
 @flow(
     name="inference",
     log_prints=True,
     task_runner=ThreadPoolTaskRunner(max_workers=8),
+    flow_run_name=_run_name,
     description="Classify images from a folder, S3 or SQS and write the results to sinks.",
 )
 def inference(
-    source: str | list[str] = str(SAMPLES),
-    predictor: str = DEFAULT_PREDICTOR,
-    predictor_options: dict[str, Any] | None = None,
-    sinks: list[str] | None = None,
-    batch_size: int = 64,
-    max_in_flight: int = 3,
-    download_concurrency: int = 16,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    aws_credentials: str | AwsCredentials | None = None,
-    requests_table: str | DynamoDBTable | None = None,
-    notify_topic: str | SnsTopic | None = None,
-    task_runner: str = THREADS,
-) -> dict[str, Any]:
+    source: Annotated[str | list[str], T("Source")] = "",
+    predictor: Annotated[str, T("Predictor")] = DEFAULT_PREDICTOR,
+    # Defaults the run form shows as they are (these two are read, never changed).
+    predictor_options: Annotated[dict[str, Any], T("Predictor options")] = {},  # noqa: B006
+    sinks: Annotated[list[str], T("Sinks")] = list(DEFAULT_SINKS),  # noqa: B006
+    batch_size: Annotated[int, T("Batch size")] = 64,
+    max_in_flight: Annotated[int, T("Batches in flight")] = 3,
+    download_concurrency: Annotated[int, T("Parallel downloads")] = 16,
+    max_pixels: Annotated[int, T("Largest image (pixels)")] = DEFAULT_MAX_PIXELS,
+    aws_credentials: Annotated[str | AwsCredentials, T("AWS credentials")] = "",
+    requests_table: Annotated[str | DynamoDBTable, T("Requests table")] = "",
+    notify_topic: Annotated[str | SnsTopic, T("Completion notices topic")] = "",
+    task_runner: Annotated[str, T("Task runner")] = THREADS,
+) -> State[dict[str, Any]]:
     """Classify every image of a source and write one result per image to each sink.
 
     Args:
         source: A local folder, glob or file; a list of paths or s3:// URIs;
-            s3://bucket/prefix/ (every image under it; ?suffixes=.png,.jpg to filter)
-            or s3://bucket/photos/*.jpg; or sqs://<SqsQueue block> for request
-            messages and S3 event notifications (?image_keys=s3_uri,image.uri
-            names where requests keep the image; ?idle_polls=0 keeps polling).
-        predictor: Dotted path 'package.module:Class' of a infergraph.predictors.base.Predictor.
+            `s3://bucket/prefix/` (every image under it; `?suffixes=.png,.jpg` to filter)
+            or `s3://bucket/photos/*.jpg`; or `sqs://<SqsQueue block>` for request
+            messages and S3 event notifications (`?image_keys=s3_uri,image.uri`
+            names where requests keep the image; `?idle_polls=0` keeps polling).
+            Empty: the digit samples shipped with the code, wherever it runs.
+        predictor: Dotted path `package.module:Class` of an
+            `infergraph.predictors.base.Predictor`.
         predictor_options: Keyword arguments for the predictor (JSON object).
-        sinks: Where results go, all written for each chunk: *.csv / *.jsonl local
-            files; dynamodb://<DynamoDBTable block> (a results table;
-            ?explode=top_k for one item per list element); s3://bucket/prefix/ (CSV
-            objects; ?columns=a,b&gzip=true&rows=1000); sqs://<SqsQueue block>
-            (one message per result; ?oversize=s3://bucket/big/);
-            postgres://<PostgresDatabase block>/<table> (upserted on record_id;
-            ?create=false needs the table to exist). A detector's
-            boxes become one row per box (keyed <record_id>#box<n>), or stay one
-            list per image with ?boxes=json on any sink. Default:
-            results/predictions.csv and .jsonl.
+        sinks: Where results go, all written for each chunk: `*.csv` / `*.jsonl` local
+            files; `dynamodb://<DynamoDBTable block>` (a results table;
+            `?explode=top_k` for one item per list element); `s3://bucket/prefix/` (CSV
+            objects; `?columns=a,b&gzip=true&rows=1000`); `sqs://<SqsQueue block>`
+            (one message per result; `?oversize=s3://bucket/big/`);
+            `postgres://<PostgresDatabase block>/<table>` (upserted on `record_id`;
+            `?create=false` needs the table to exist). A detector's boxes become one
+            row per box (keyed `<record_id>#box<n>`), or stay one list per image with
+            `?boxes=json` on any sink.
         batch_size: Images per forward pass (and per task run).
         max_in_flight: Batches downloading or predicting at once; bounds memory.
         download_concurrency: Parallel downloads per worker process, shared by the
             batches in flight (decoding uses one thread per core).
         max_pixels: Images with more pixels are rejected (decompression bombs).
         aws_credentials: AwsCredentials block (or its name) for reading images and
-            writing s3:// sinks. Default: the queue block's credentials for an sqs://
+            writing `s3://` sinks. Empty: the queue block's credentials for an `sqs://`
             source, else the default AWS chain.
         requests_table: DynamoDBTable block (or its name) of the requests table: each
-            request's state moves queued → processing → completed | error.
+            request's state moves queued → processing → completed | error. Empty: none.
         notify_topic: SnsTopic block (or its name) that is told when requests finish;
-            a request's own sns_topic_arn field takes precedence.
-        task_runner: Where batches are fetched and predicted: 'threads' (this process);
-            'dask' (a temporary local Dask cluster, one worker process per core;
-            'dask?workers=4&threads=1&memory=4GiB' sizes it); or 'tcp://host:8786' /
-            'dask://host:8786' (an existing Dask scheduler whose workers run this
+            a request's own `sns_topic_arn` field takes precedence. Empty: none.
+        task_runner: Where batches are fetched and predicted: `threads` (this process);
+            `dask` (a temporary local Dask cluster, one worker process per core;
+            `dask?workers=4&threads=1&memory=4GiB` sizes it); or `tcp://host:8786` /
+            `dask://host:8786` (an existing Dask scheduler whose workers run this
             image). Writes and acknowledgements stay in the flow. Give max_in_flight at
             least the cluster's worker threads, or some workers idle.
     """
@@ -105,9 +117,18 @@ def inference(
     credentials = resolve_block(aws_credentials, AwsCredentials) if aws_credentials else None
     requests = resolve_block(requests_table, DynamoDBTable) if requests_table else None
     topic = resolve_block(notify_topic, SnsTopic) if notify_topic else None
-    src = open_source(source, credentials=credentials)
+    src = open_source(source or str(SAMPLES), credentials=credentials)
     credentials = credentials or getattr(src, "credentials", None)
-    outputs: list[Sink] = [open_sink(s, credentials=credentials) for s in (sinks or DEFAULT_SINKS)]
+    sink_specs = [str(s) for s in (sinks or DEFAULT_SINKS)]
+    outputs: list[Sink] = [open_sink(s, credentials=credentials) for s in sink_specs]
+    settings = {
+        "predictor": predictor,
+        "sinks": ", ".join(sink_specs),
+        "batches": f"{batch_size} images, {max_in_flight} in flight, "
+        f"{download_concurrency} parallel downloads, task runner {task_runner}",
+    }
+    log = run_logger(__name__)
+    log.info("classifying %s · %s", src.description, " · ".join(settings.values()))
     run_id = _flow_run_id()
     tracker = RequestsTable(requests, run_id=run_id) if requests else None
     if tracker:  # a request is marked finished only once every sink has its results
@@ -134,6 +155,7 @@ def inference(
                 before_batch=[tracker.mark_processing] if tracker and not claims_on_receive else [],
                 infer_runner=infer_runner,
             )
+            pipeline.summary.settings, pipeline.summary.warn = settings, log.warning
             summary = pipeline.run()
         if tracker:
             pipeline.report(tracker.problems)
@@ -143,18 +165,15 @@ def inference(
         for sink in outputs:
             sink.close()
         src.close()
-    publish_artifacts(summary)
-    print(summary.text())
+    tell_outcome(summary, source, log)  # last log lines, run name and tags, artifacts
     if summary.write_failures:
         raise RunIncomplete(
             f"{summary.write_failures} results could not be written: " + "; ".join(summary.problems)
         )
-    return summary.as_dict()
+    return completed(summary)
 
 
 def _flow_run_id() -> str | None:
-    from prefect.runtime import flow_run
-
     return str(flow_run.id) if flow_run.id else None
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from prefect_aws import AwsCredentials
 from prefect_kubernetes.credentials import KubernetesCredentials
 
@@ -43,6 +45,7 @@ from infergraph.reasoning.steps import (
     open_job_store,
     parse_log_key,
 )
+from infergraph.runs import IDLE, describe_run
 from tasks.reasoning import (
     check_kubernetes_jobs,
     read_jobspec,
@@ -55,7 +58,21 @@ from tasks.reasoning import (
 )
 
 
-@flow(name="schedule-reasoning-job", log_prints=True)
+def _told(summary: dict[str, Any]) -> State[dict[str, Any]]:
+    """Name the run after its job and say the job's status in the run's state message."""
+    describe_run(f"job {summary['job_id']} · {summary['status']}")
+    reason = f": {summary['reason']}" if summary.get("reason") else ""
+    message = f"Completed: job {summary['job_id']} {summary['status']}{reason}"
+    return Completed(message=message[:300], data=summary)
+
+
+def _log_run_name() -> str:
+    key = str(flow_run.parameters.get("key", ""))
+    parts = key.split("/")
+    return f"job {parts[1]} · log" if len(parts) == 3 else key
+
+
+@flow(name="schedule-reasoning-job", flow_run_name="jobspec {key}", log_prints=True)
 def schedule_reasoning_job(
     bucket: str,
     key: str,
@@ -65,7 +82,7 @@ def schedule_reasoning_job(
     kubernetes_credentials: KubernetesCredentials | str | None = None,
     process_after_local_run: bool = False,
     graph_store: GraphStore | str = DEFAULT_GRAPH_STORE,
-) -> dict[str, Any]:
+) -> State[dict[str, Any]]:
     """Validate a jobspec, record the job and start it on Kubernetes or on this machine.
 
     Args:
@@ -80,7 +97,7 @@ def schedule_reasoning_job(
         process_after_local_run: After a local run, process its log in this run instead of
             waiting for the S3 event (for setups without an S3 trigger).
         graph_store: Where process_after_local_run loads the output:
-            'oxigraph-store/<name>' or 'neptune-cluster/<name>'.
+            `oxigraph-store/<name>` or `neptune-cluster/<name>`.
     """
     logger = get_run_logger()
     store, topic = open_job_store(jobs_table), resolve_block(notices, SnsTopic)
@@ -108,7 +125,7 @@ def schedule_reasoning_job(
         dataset = dataset_of(data) or INVALID_JOBSPEC_DATASET
         job = store.create(dataset, jobspec_uri=uri)
         job = fail(store, topic, job, S.SCHEDULE_FAILED, problem or "invalid jobspec")
-        return job_summary(job)
+        return _told(job_summary(job))
 
     job = store.create(
         spec.dataset,
@@ -125,9 +142,9 @@ def schedule_reasoning_job(
             )
         except Exception as exc:
             reason = f"could not start the Kubernetes Job: {type(exc).__name__}: {exc}"
-            return job_summary(fail(store, topic, job, S.SCHEDULE_FAILED, reason))
+            return _told(job_summary(fail(store, topic, job, S.SCHEDULE_FAILED, reason)))
         job = store.transition(job, S.SCHEDULED, kubernetes=kubernetes, scheduled_at=utcnow())
-        return job_summary(job, kubernetes=kubernetes)
+        return _told(job_summary(job, kubernetes=kubernetes))
 
     job = store.transition(job, S.SCHEDULED, scheduled_at=utcnow())
     try:
@@ -137,17 +154,18 @@ def schedule_reasoning_job(
         # Uploaded only now that the job is failed, so its arrival cannot race the failure.
         log_uri = upload_log(spec, job.job_id, exc.log, credentials)
         job = store.update(job, log_uri=log_uri)
-        return job_summary(job)
+        return _told(job_summary(job))
     summary = job_summary(job, **run)
     if process_after_local_run:
         log_bucket, log_key = split_s3_uri(run["log_uri"])
-        return process_inference(
+        processed = process_inference(
             log_bucket, log_key, jobs_table, notices, graph_store, aws_credentials
         )
-    return summary
+        return _told(processed)
+    return _told(summary)
 
 
-@flow(name="process-inference", log_prints=True)
+@flow(name="process-inference", flow_run_name=_log_run_name, log_prints=True)
 def process_inference(
     bucket: str,
     key: str,
@@ -155,7 +173,7 @@ def process_inference(
     notices: SnsTopic | str = DEFAULT_NOTICES,
     graph_store: GraphStore | str = DEFAULT_GRAPH_STORE,
     aws_credentials: AwsCredentials | str | None = None,
-) -> dict[str, Any]:
+) -> State[dict[str, Any]]:
     """Record a finished reasoner run from its log and start the bulk load of its output.
 
     Args:
@@ -163,7 +181,7 @@ def process_inference(
         key: Key of the log: {dataset}/{job_id}/rdfox.log (already URL-decoded).
         jobs_table: DynamoDBTable block (name or instance) of the jobs table.
         notices: SnsTopic block (name or instance) for failure notices.
-        graph_store: 'neptune-cluster/<name>' or 'oxigraph-store/<name>' (or an instance):
+        graph_store: `neptune-cluster/<name>` or `oxigraph-store/<name>` (or an instance):
             where the output is bulk-loaded.
         aws_credentials: AwsCredentials block name for S3; empty for the default AWS chain.
     """
@@ -187,23 +205,23 @@ def process_inference(
         # Another run (a duplicate S3 event) got there first; the record is intact.
         logger.warning("%s", exc)
         job = store.get(job.dataset, job.sort_key)
-    return job_summary(job, load_id=(job.get("load") or {}).get("load_id"))
+    return _told(job_summary(job, load_id=(job.get("load") or {}).get("load_id")))
 
 
-@flow(name="refresh-bulk-loads", log_prints=True)
+@flow(name="refresh-bulk-loads", flow_run_name="refresh", log_prints=True)
 def refresh_bulk_loads(
     jobs_table: DynamoDBTable | str = DEFAULT_JOBS_TABLE,
     notices: SnsTopic | str = DEFAULT_NOTICES,
     graph_store: GraphStore | str = DEFAULT_GRAPH_STORE,
     kubernetes_credentials: KubernetesCredentials | str | None = None,
     notice_lease_seconds: float = NOTICE_LEASE_SECONDS,
-) -> dict[str, Any]:
+) -> State[dict[str, Any]]:
     """Poll loads in progress, record their outcome and send each finished job its notice.
 
     Args:
         jobs_table: DynamoDBTable block (name or instance) of the jobs table.
         notices: SnsTopic block (name or instance) that receives the notices.
-        graph_store: 'neptune-cluster/<name>' or 'oxigraph-store/<name>' (or an instance):
+        graph_store: `neptune-cluster/<name>` or `oxigraph-store/<name>` (or an instance):
             the loader asked for load statuses.
         kubernetes_credentials: KubernetesCredentials block name used to spot Kubernetes
             reasoning Jobs whose pods failed; empty for in-cluster or ~/.kube/config.
@@ -217,7 +235,13 @@ def refresh_bulk_loads(
     if loads["problems"]:
         # Everything else was refreshed and notified; the run still shows what went wrong.
         raise RuntimeError("could not refresh: " + "; ".join(loads["problems"]))
-    return {"inference_failed": failed, "refreshed": loads["refreshed"], "notified": notified}
+    counts = {"inference_failed": failed, "refreshed": loads["refreshed"], "notified": notified}
+    told = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v)
+    if told:
+        describe_run(f"refresh · {told}")
+    else:  # the every-minute tick mostly finds nothing: easy to tell apart in the list
+        describe_run(f"refresh · {IDLE}", add_tags=[IDLE])
+    return Completed(message=f"Completed: {told or IDLE}", data=counts)
 
 
 if __name__ == "__main__":

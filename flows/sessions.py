@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from prefect import flow, unmapped
+from prefect.states import Completed, State
 
 from blocks.control_panel import ControlPanel
 from infergraph.blockref import resolve_block
@@ -33,11 +34,21 @@ def sorting_session(
     batch_size: int = 8,
     seed: int = 0,
     detector: PredictorSpec = DETECTOR,
-    control_panel: str | None = None,
-) -> list[list[list[float]]]:
+    control_panel: str = "",
+) -> State[list[list[list[float]]]]:
     """Commands ``[[item_servo0, item_servo1], [container_servo0, container_servo1]]``.
 
-    ``control_panel`` names a ControlPanel block that is told of each picture and the end.
+    Args:
+        arm_id: The arm whose session this is.
+        session_id: The session, as named in the picture keys.
+        arm_constants: The arm's geometry (radius, rotation and distance ranges).
+        database: The session store: a PostgresDatabase block name or a `postgresql://` URL.
+        images: Where the pictures are: `s3://bucket/prefix/` or a local folder.
+        batch_size: Pictures per detection task.
+        seed: Seed of the item clustering, for repeatable plans.
+        detector: The detector to run (a predictor spec).
+        control_panel: A `ControlPanel` block told of each picture and the session's end
+            (empty: none).
     """
     constants = ArmConstants.parse(arm_constants)  # a bad field fails before any work
     panel = resolve_block(control_panel, ControlPanel).url if control_panel else None
@@ -53,11 +64,12 @@ def sorting_session(
         database, images, detector, arm_id, session_id, constants, seed, wait_for=[stored]
     )
     publish_session(database, images, arm_id, session_id, summary, panel)
-    print(
-        f"session {session_id}: {len(records)} pictures detected, {summary['items']} items, "
+    told = (
+        f"{len(records)} pictures detected, {summary['items']} items, "
         f"{summary['containers']} containers, {len(summary['commands'])} commands"
     )
-    return summary["commands"]
+    print(f"session {session_id}: {told}")
+    return Completed(message=f"Completed: {told}", data=summary["commands"])
 
 
 if __name__ == "__main__":

@@ -345,6 +345,8 @@ def test_s3_uploads_drive_the_deployed_flows(stack: Stack, aws: Any) -> None:
     assert scheduled["state_type"] == "COMPLETED", scheduled["state"]
     assert scheduled["parameters"]["bucket"] == "reasoning-input"
     assert scheduled["parameters"]["key"] == "jobs/transactions.rdfoxjob.json"
+    assert scheduled["name"].startswith("job transactions_"), scheduled["name"]
+    assert scheduled["state"]["message"].startswith("Completed: job transactions_")
 
     process_runs = api.wait(
         "the process-inference run triggered by rdfox.log",
@@ -403,6 +405,14 @@ def test_s3_uploads_drive_the_deployed_flows(stack: Stack, aws: Any) -> None:
     ]
     uris = {f"s3://infergraph-local/{key}" for key in images}
     assert {u for r in upload_runs for u in r["parameters"]["source"]} == uris
+    # The runs list: named after the image, tagged with the entry point, counts in the state.
+    assert {r["name"] for r in upload_runs} == {f"{u} · 1 image" for u in uris}
+    assert all("upload" in r["tags"] for r in upload_runs)
+    assert {r["state"]["message"] for r in upload_runs} == {"Completed: 1 image"}
+    logs = api.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [upload_runs[0]["id"]]}}})
+    said = [entry["message"] for entry in logs]
+    assert any("pull step" in m for m in said), said  # no "Downloading flow code from storage"
+    assert not any("Downloading flow code" in m for m in said), said
     rows = _scan(aws, "inference-results")
     by_uri = {row["uri"]: row for row in rows}
     assert {u for u in by_uri if "/incoming/" in u} == uris

@@ -14,16 +14,24 @@ from typing import Any
 
 import pytest
 
+from infergraph.inference.artifacts import errors_markdown
 from infergraph.inference.batch import BatchOutput, result_row
 from infergraph.inference.fetch import FetchOptions
 from infergraph.inference.pipeline import BatchPipeline
 from infergraph.inference.records import ImageRecord, ResultChunk, RowStatus
-from infergraph.inference.reporting import MAX_LISTED_ERRORS, RunSummary
+from infergraph.inference.reporting import (
+    MAX_LISTED_ERRORS,
+    MAX_WARNED_ERRORS,
+    RunSummary,
+    error_kind,
+    readable_error,
+)
 from infergraph.inference.sinks.base import Sink
-from infergraph.inference.sources.base import Source
+from infergraph.inference.sources.base import Source, source_label
 from infergraph.inference.tracking import GroupTracker, batch_key
 from infergraph.predictors.base import RecordError
 from infergraph.predictors.loading import PredictorSpec
+from infergraph.runs import artifact_key, entry_point
 
 FIELDS = ("class_id", "category_name", "score")
 
@@ -86,7 +94,10 @@ def test_the_summary_counts_errors_and_accuracy_over_labelled_rows() -> None:
     assert (summary.labelled, summary.correct, summary.accuracy) == (2, 1, 0.5)
     assert summary.per_class == {"1": 3}
     assert summary.error_list == [("d.png", "not an image")]
-    assert "1 errors" in summary.text() and "50.00% of 2 labelled" in summary.text()
+    line = summary.summary_line()
+    assert "1 errors" in line and "accuracy 50.00% of 2 labelled" in line
+    assert summary.state_message() == "Completed: 3 of 4 images, 1 error"
+    assert summary.outcome() == "1 of 4 failed · accuracy 50.0% of 2 labelled"
 
 
 def test_the_error_list_is_capped_but_every_error_is_counted() -> None:
@@ -95,6 +106,52 @@ def test_the_error_list_is_capped_but_every_error_is_counted() -> None:
     summary.add_rows([result_row(r, FIELDS, RecordError("bad")) for r in bad])
     assert summary.errors == MAX_LISTED_ERRORS + 5
     assert len(summary.error_list) == MAX_LISTED_ERRORS
+
+
+def test_failed_images_are_warned_one_by_one_up_to_a_cap_then_counted() -> None:
+    warned: list[str] = []
+    summary = RunSummary(source="/data/in/", warn=warned.append)
+    bad = [ImageRecord(f"/data/in/sub/{i}.png") for i in range(MAX_WARNED_ERRORS + 7)]
+    summary.add_rows(
+        [result_row(r, FIELDS, RecordError(f"{r.uri}: empty file (0 bytes)")) for r in bad]
+    )
+    assert len(warned) == MAX_WARNED_ERRORS
+    assert warned[0] == "failed: sub/0.png: empty file (0 bytes)"
+    assert summary.more_errors_line() is not None and "7 more" in summary.more_errors_line()
+
+
+def test_error_messages_read_without_the_path_and_group_by_kind() -> None:
+    uri = "s3://bucket/in/a.png"
+    assert (
+        readable_error(uri, f"cannot read {uri}: NoSuchKey: gone") == "cannot read: NoSuchKey: gone"
+    )
+    assert error_kind("cannot read: NoSuchKey: gone") == "cannot read: NoSuchKey"
+    assert error_kind("corrupt or truncated PNG data: broken data stream") == (
+        "corrupt or truncated PNG data"
+    )
+    assert (
+        readable_error(uri, "x" * 500).endswith("…") and len(readable_error(uri, "x" * 500)) == 200
+    )
+    summary = RunSummary(source="s3://bucket/in/")
+    rows = [result_row(ImageRecord(f"s3://bucket/in/{n}.png"), FIELDS, RecordError(e))
+            for n, e in [("a", "empty file (0 bytes)"), ("b", "empty file (0 bytes)"),
+                         ("c", "not a supported image (looks like text: 'hi')")]]  # fmt: skip
+    summary.add_rows(rows)
+    markdown = errors_markdown(summary)
+    assert "| empty file | 2 |" in markdown and "| not a supported image | 1 |" in markdown
+    assert "- `a.png`: empty file (0 bytes)" in markdown
+
+
+def test_runs_are_named_after_their_source_and_keyed_by_entry_point() -> None:
+    assert source_label("") == "samples/"
+    assert source_label("/data/photos/") == "photos/"
+    assert source_label("/data/photos/*.jpg") == "photos/*.jpg"
+    assert source_label("sqs://inference-requests") == "sqs://inference-requests"
+    assert source_label(["s3://b/k/one.png"]) == "s3://b/k/one.png"
+    assert source_label(["a.png", "b.png"]) == "2 listed images"
+    assert entry_point(["inference", "upload"]) == "upload" and entry_point([]) is None
+    assert artifact_key("inference", "on-demand") == "inference-on-demand"
+    assert artifact_key("Inference", "S3 Upload!", None) == "inference-s3-upload"
 
 
 # -- BatchPipeline with thread-pool tasks ----------------------------------------------------

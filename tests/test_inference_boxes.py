@@ -91,12 +91,13 @@ def test_detector_through_the_flow_one_row_per_box_or_json(tmp_path: Path) -> No
         "container",
     )
 
-    metrics = {
-        r["metric"]: r["value"]
-        for r in json.loads(artifacts_of(state.state_details.flow_run_id)["inference-summary"])
-    }
-    assert metrics["boxes"] == total
-    assert metrics["class item"] + metrics["class container"] == total
+    artifacts = artifacts_of(state.state_details.flow_run_id)
+    summary_key = next(k for k in artifacts if k.endswith("-summary"))
+    metrics = {r["what"]: r["value"] for r in json.loads(artifacts[summary_key])}
+    assert metrics["boxes"] == str(total)
+    classes = json.loads(artifacts[summary_key.replace("-summary", "-classes")])
+    per_label = {r["label"]: int(r["boxes"].split(" of ")[0]) for r in classes}
+    assert per_label["item"] + per_label["container"] == total
 
     inference(source=str(SAMPLES / "*.jpg"), predictor=DETECTOR, sinks=sinks, batch_size=3)
     assert sorted(r["record_id"] for r in read_csv(tmp_path / "boxes.csv")) == sorted(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import numpy as np
 import pytest
@@ -41,7 +43,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def artifacts_of(flow_run_id: UUID) -> dict[str, Any]:
+def artifacts_by_key(flow_run_id: UUID) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -49,7 +51,11 @@ def artifacts_of(flow_run_id: UUID) -> dict[str, Any]:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
-    return {a.key: a.data for a in found}
+    return {a.key: a for a in found}
+
+
+def artifacts_of(flow_run_id: UUID) -> dict[str, Any]:
+    return {key: a.data for key, a in artifacts_by_key(flow_run_id).items()}
 
 
 def test_shipped_samples_match_a_direct_model_loop(tmp_path: Path) -> None:
@@ -93,11 +99,15 @@ def test_shipped_samples_match_a_direct_model_loop(tmp_path: Path) -> None:
     assert json.loads(table[0]["top_k"])[0]["class_id"] == int(table[0]["class_id"])
 
     data = artifacts_of(state.state_details.flow_run_id)
-    table_rows = json.loads(data["inference-summary"])
-    metrics = {r["metric"]: r["value"] for r in table_rows}
-    assert metrics["images"] == len(rows) and metrics["errors"] == 0
-    assert sum(v for k, v in metrics.items() if k.startswith("class ")) == len(rows)
-    assert "images_per_second" in metrics
+    table = {r["what"]: r["value"] for r in json.loads(data["inference-summary"])}
+    assert table["images"] == str(len(rows)) and table["failed"].startswith("0 of ")
+    assert table["accuracy"] == f"{correct / len(rows):.1%} ({correct} of {len(rows)} labelled)"
+    assert table["predictor"] == "infergraph.predictors.digits:DigitsClassifier"
+    assert table["batches"].startswith("48 images")
+    classes = json.loads(data["inference-classes"])
+    assert sum(int(r["images"].split(" of ")[0]) for r in classes) == len(rows)
+    assert all(re.fullmatch(rf"\d+ of {len(rows)} \(\d+\.\d%\)", r["images"]) for r in classes)
+    assert {(r["label"], r["class id"]) for r in classes} == {(str(i), str(i)) for i in range(10)}
     assert data["inference-errors"].startswith("# No errors")
 
 
@@ -185,14 +195,29 @@ def test_a_bad_predictor_fails_before_any_data_is_read(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_cli_runs_the_flow_as_a_script(tmp_path: Path) -> None:
+def test_a_cli_run_with_broken_images_tells_its_story_through_the_api(tmp_path: Path) -> None:
+    """What the UI shows of a run over a folder with broken images, read back from the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterTags,
+        LogFilter,
+        LogFilterFlowRunId,
+        LogFilterLevel,
+    )
     from prefect.settings import PREFECT_API_URL
 
-    folder = tmp_path / "few"
-    folder.mkdir()
-    for path in sorted(SAMPLES.glob("*.png"))[:12]:
+    folder = tmp_path / f"inbox-{uuid4().hex[:8]}"
+    (folder / "deep").mkdir(parents=True)
+    good = sorted(SAMPLES.glob("*.png"))[:12]
+    for path in good:
         shutil.copy(path, folder / path.name)
     shutil.copy(SAMPLES / "manifest.csv", folder / "manifest.csv")
+    png = good[0].read_bytes()
+    (folder / "deep" / "truncated.png").write_bytes(png[: len(png) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.png").write_text("this is not an image")
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     done = subprocess.run(
         [sys.executable, str(REPO / "flows" / "inference.py"), str(folder), "--batch-size", "5",
@@ -200,10 +225,66 @@ def test_cli_runs_the_flow_as_a_script(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "images:     12 (12 predicted, 0 errors)" in done.stdout + done.stderr
-    assert "accuracy:" in done.stdout + done.stderr
     rows = read_jsonl(tmp_path / "cli.jsonl")
-    assert len(rows) == 12 and all(len(r["top_k"]) == 2 for r in rows)
+    assert len(rows) == 15 and all(len(r["top_k"]) == 2 for r in rows if r["status"] == "ok")
+
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(like_=folder.name), tags=FlowRunFilterTags(all_=["cli"])
+            )
+        )
+        logs = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]), level=LogFilterLevel(ge_=0))
+        )
+    assert run.name == f"{folder.name}/ · 15 images · 3 errors"
+    assert "cli" in run.tags and "idle" not in run.tags
+    assert run.state.is_completed()
+    assert run.state.message == "Completed: 12 of 15 images, 3 errors"
+
+    warnings = sorted(log.message for log in logs if log.level == logging.WARNING)
+    assert len(warnings) == 3
+    expected = {
+        "deep/truncated.png": "corrupt or truncated PNG",
+        "empty.jpg": "empty file",
+        "notes.png": "looks like text",
+    }
+    for name, reason in expected.items():
+        [line] = [w for w in warnings if f"failed: {name}: " in w]
+        assert reason in line and str(folder) not in line and "b'" not in line
+    info = [log.message for log in logs if log.level == logging.INFO]
+    [start] = [m for m in info if m.startswith("classifying ")]
+    assert str(folder) in start and "DigitsClassifier" in start and "cli.jsonl" in start
+    assert "5 images, 3 in flight" in start
+    [end] = [m for m in info if m.startswith("done: ")]
+    assert end.startswith("done: 15 images (12 predicted, 3 errors) · 15 rows written")
+
+    data = artifacts_by_key(run.id)
+    assert set(data) == {"inference-cli-summary", "inference-cli-classes", "inference-cli-errors"}
+    outcome = "3 of 15 failed · accuracy "
+    assert data["inference-cli-summary"].description.startswith(f"Summary: {outcome}")
+    assert data["inference-cli-summary"].description.endswith("% of 12 labelled")
+    table = {r["what"]: r["value"] for r in json.loads(data["inference-cli-summary"].data)}
+    assert table["failed"] == "3 of 15 (20.0%)" and table["labelled"] == "12 of 12 (100.0%)"
+    assert table["rows written"] == "15 (12 predictions, 3 error rows)"
+    errors = data["inference-cli-errors"].data
+    assert errors.startswith("# 3 of 15 images failed")
+    assert "| corrupt or truncated PNG data | 1 |" in errors and "| empty file | 1 |" in errors
+    assert "- `deep/truncated.png`: " in errors and errors.count(str(folder)) == 1
+
+
+def test_a_run_that_finds_no_images_is_idle_and_publishes_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / f"empty-{uuid4().hex[:8]}"
+    empty.mkdir()
+    state = inference(source=str(empty), sinks=[str(tmp_path / "none.jsonl")], return_state=True)
+    assert state.message == "Completed: idle, no images to classify"
+    assert state.result()["images"] == 0
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.name == f"{empty.name}/ · idle" and "idle" in run.tags
+    assert artifacts_by_key(run.id) == {}
 
 
 # The pipeline's guarantees, with instrumented sources and sinks.

@@ -6,10 +6,13 @@ import argparse
 import json
 from typing import Any
 
+from prefect import tags
+
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.runners import THREADS
 from infergraph.local_prefect import local_settings
-from infergraph.predictors.digits import DEFAULT_PREDICTOR, SAMPLES
+from infergraph.predictors.digits import DEFAULT_PREDICTOR
+from infergraph.runs import CLI_TAG
 
 
 def main(inference: Any, argv: list[str] | None = None) -> int:
@@ -47,24 +50,24 @@ def main(inference: Any, argv: list[str] | None = None) -> int:
         "or tcp://host:port of a Dask scheduler",
     )
     args = parser.parse_args(argv)
-    source: str | list[str] = str(SAMPLES)
+    source: str | list[str] = ""  # the shipped samples
     if len(args.source) == 1:
         source = args.source[0]
     elif args.source:
         source = args.source
-    with local_settings():
+    with local_settings(), tags(CLI_TAG):
         inference(
             source=source,
             predictor=args.predictor,
             predictor_options=dict(_parse_option(o) for o in args.option),
-            sinks=args.sink,
+            sinks=args.sink or [],
             batch_size=args.batch_size,
             max_in_flight=args.max_in_flight,
             download_concurrency=args.download_concurrency,
             max_pixels=args.max_pixels,
-            aws_credentials=args.aws_credentials,
-            requests_table=args.requests_table,
-            notify_topic=args.notify_topic,
+            aws_credentials=args.aws_credentials or "",
+            requests_table=args.requests_table or "",
+            notify_topic=args.notify_topic or "",
             task_runner=args.task_runner,
         )
     return 0

@@ -246,4 +246,7 @@ def _sniff(data: bytes) -> str:
     for magic, what in _SIGNATURES:
         if data.startswith(magic):
             return f"looks like {what}"
-    return f"{len(data):,} bytes starting {data[:8]!r}"
+    head = data[:16]
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return f"looks like text: {' '.join(head.decode('ascii').split())!r}…"
+    return f"{len(data):,} bytes starting {head[:8].hex(' ')}"

@@ -162,3 +162,22 @@ def _split_glob(path: Path) -> tuple[Path, str]:
     parts = path.parts
     first = next(i for i, p in enumerate(parts) if glob.has_magic(p))
     return Path(*parts[:first]) if first else Path("."), str(Path(*parts[first:]))
+
+
+def source_label(spec: str | Sequence[str] | None, default: str = "samples/") -> str:
+    """A short name for a source, to name runs by: ``samples/``, ``s3://bucket/in/``, ``3 images``.
+
+    Local folders go by their own name (the absolute path means little in a runs list);
+    URIs are kept whole; a list of one goes by that one image.
+    """
+    if not spec:
+        return default
+    if not isinstance(spec, str):
+        items = list(spec)
+        return source_label(items[0]) if len(items) == 1 else f"{len(items)} listed images"
+    if "://" in spec:
+        return spec
+    path = Path(spec)
+    if any(ch in path.name for ch in "*?["):
+        return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    return f"{path.name}/" if spec.endswith("/") or path.is_dir() else path.name or spec
