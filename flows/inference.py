@@ -9,6 +9,7 @@ strings), with a requests table and SNS completion notices as options.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -24,6 +25,8 @@ from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.fetch import FetchOptions
 from infergraph.inference.notices import CompletionNotices
 from infergraph.inference.pipeline import BatchPipeline
+from infergraph.inference.records import SuccessState
+from infergraph.inference.reference_env import read_reference_env
 from infergraph.inference.reporting import publish_artifacts
 from infergraph.inference.requests_table import RequestsTable, ThenRequestsTable
 from infergraph.inference.runners import THREADS, infer_task_runner, started
@@ -58,6 +61,9 @@ def inference(
     requests_table: str | DynamoDBTable | None = None,
     notify_topic: str | SnsTopic | None = None,
     task_runner: str = THREADS,
+    reference_fields: bool = False,
+    requests_success_state: str = SuccessState.COMPLETED,
+    from_env: bool = False,
 ) -> dict[str, Any]:
     """Classify every image of a source and write one result per image to each sink.
 
@@ -93,7 +99,19 @@ def inference(
             'dask://host:8786' (an existing Dask scheduler whose workers run this
             image). Writes and acknowledgements stay in the flow. Give max_in_flight at
             least the cluster's worker threads, or some workers idle.
+        reference_fields: Rows also carry the reference batch CLI's bucket, key,
+            download_time (seconds) and errors (a list).
+        requests_success_state: The requests table's state for a request whose images
+            all succeeded: 'completed', or 'processed' for readers of the reference's tables.
+        from_env: Take predictor, source, sinks and tables from the reference batch
+            CLI's environment variables (README: migrating); source then holds only
+            the s3:// URIs its S3 input reads.
     """
+    if from_env:  # the reference CLI's variables, checked together, become the arguments
+        inputs = [] if source == str(SAMPLES) else source
+        arguments = read_reference_env(os.environ, inputs).flow_arguments()
+        tuning = dict(batch_size=batch_size, max_in_flight=max_in_flight, max_pixels=max_pixels)
+        return inference.fn(**arguments, **tuning, task_runner=task_runner)
     spec = PredictorSpec(path=predictor, options=predictor_options or {})
     get_predictor(spec)  # a bad path, option or weights file fails here, before any data is read
     runner = infer_task_runner(task_runner)  # so does a bad task_runner value
@@ -104,7 +122,11 @@ def inference(
     credentials = credentials or getattr(src, "credentials", None)
     outputs: list[Sink] = [open_sink(s, credentials=credentials) for s in (sinks or DEFAULT_SINKS)]
     run_id = _flow_run_id()
-    tracker = RequestsTable(requests, run_id=run_id) if requests else None
+    tracker = (
+        RequestsTable(requests, run_id=run_id, success_state=requests_success_state)
+        if requests
+        else None
+    )
     if tracker:  # a request is marked finished only once every sink has its results
         outputs = [ThenRequestsTable(outputs, tracker)]
     notices = CompletionNotices(topic, credentials, flow_run_id=run_id)
@@ -122,7 +144,7 @@ def inference(
                 infer=infer_batch,
                 write=write_results,
                 sinks=outputs,
-                fetch=FetchOptions(credentials, download_concurrency, max_pixels),
+                fetch=FetchOptions(credentials, download_concurrency, max_pixels, reference_fields),
                 batch_size=batch_size,
                 max_in_flight=max_in_flight,
                 after_write=[notices],
