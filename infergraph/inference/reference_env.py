@@ -358,6 +358,7 @@ def read_reference_env(
     )
     _outputs(env, settings)
     _requests(env, settings)
+    env.integer("RESULT_RECORD_CHUNK_SIZE", minimum=1)  # checked, as the reference did
     for name, why in NO_EFFECT.items():
         if env.get(name) is not None:
             settings.notes.append(f"{name}: no effect ({why})")
