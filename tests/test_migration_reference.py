@@ -161,6 +161,35 @@ def test_a_request_naming_several_image_keys_gives_one_record_per_key():
     ]  # without each_key: the first key found, as before
 
 
+def test_a_raw_queue_url_is_an_sqs_source_and_sink(aws):
+    import infergraph.inference.aws_schemes  # noqa: F401  (registers sqs://)
+    from infergraph.inference.records import ResultChunk
+    from infergraph.inference.sinks.base import open_sink
+    from infergraph.inference.sources.base import open_source
+
+    sqs = aws_client("sqs", aws)
+    url = sqs.create_queue(QueueName="requests")["QueueUrl"]
+    out = sqs.create_queue(QueueName="out")["QueueUrl"]
+    body = [{"request_id": "r1", "s3_uri": "s3://b/1.png", "thumb": "s3://b/2.png"}]
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+
+    source = open_source(f"sqs://{url}?image_keys=s3_uri,thumb&each_key=true", credentials=aws)
+    records = list(source.records())
+    assert [(r.uri, r.fields["current_s3uri_key"]) for r in records] == [
+        ("s3://b/1.png", "s3_uri"),
+        ("s3://b/2.png", "thumb"),
+    ]
+    assert source.description == "sqs://requests"
+    sink = open_sink(f"sqs://{out}", credentials=aws)
+    sink.open()
+    sink.write(ResultChunk("k", [{"record_id": "r1|x", "n": 1}]))
+    got = sqs.receive_message(QueueUrl=out)["Messages"][0]
+    assert json.loads(got["Body"]) == {"record_id": "r1|x", "n": 1}
+    with pytest.raises(ValueError, match="a queue URL is https://sqs"):
+        open_source("sqs://https://example.com/", credentials=aws)
+    source.close()
+
+
 # -- the environment -------------------------------------------------------------------
 
 
