@@ -19,7 +19,9 @@ under ``s3://bench/digits/``, then measures, each in a fresh subprocess:
   its wall time runs from the call to the return, so it includes loading the
   predictor and creating the flow run.
 
-Target: flow ≥ 0.8 × min(raw GET, bare model). Writes ``bench/out/reference_migration.json``.
+Every case runs torch with one intra-op thread (the predictor predicts one image
+at a time). Target: flow ≥ 0.8 × min(raw GET, bare model).
+Writes ``bench/out/reference_migration.json``.
 """
 
 from __future__ import annotations
@@ -182,6 +184,11 @@ def main() -> None:
     parser.add_argument("--child", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     if args.child:
+        import torch
+
+        # One intra-op thread in every case: a batch-1 forward pass gains nothing from
+        # more, and on a shared 2-core machine two threads ran the bare loop 30x slower.
+        torch.set_num_threads(1)
         mode, endpoint, count, *rest = args.child
         runner = {"raw-get": child_raw_get, "bare-model": child_bare_model, "flow": child_flow}
         print(json.dumps(runner[mode](endpoint, int(count), *map(int, rest))))
