@@ -105,7 +105,8 @@ def inference(
             all succeeded: 'completed', or 'processed' for readers of the reference's tables.
         from_env: Take predictor, source, sinks and tables from the reference batch
             CLI's environment variables (README: migrating); source then holds only
-            the s3:// URIs its S3 input reads.
+            the s3:// URIs its S3 input reads, and only batch_size, max_in_flight,
+            max_pixels and task_runner still apply.
     """
     if from_env:  # the reference CLI's variables, checked together, become the arguments
         inputs = [] if source == str(SAMPLES) else source

@@ -305,8 +305,8 @@ def read_reference_env(
 
     module = env.require("PREDICTOR_MODULE", "(the module of your predictor class)")
     class_name = env.get("PREDICTOR_CLASS_NAME", "Predictor")
-    uris = [u.strip() for item in ([inputs] if isinstance(inputs, str) else inputs)
-            for u in str(item).split(",") if u.strip()]  # fmt: skip
+    items = [inputs] if isinstance(inputs, str) else list(inputs)
+    uris = [u.strip() for item in items for u in str(item).split(",") if u.strip()]
 
     input_manager = env.get("INPUT_CONTEXT_MANAGER", S3_INPUT)
     queue_url = env.either("INPUT_CTXMGR_SQS_QUEUE_URL", "INPUT_CTXMANAGER_SQS_QUEUE_URL")
