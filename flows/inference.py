@@ -9,6 +9,7 @@ strings), with a requests table and SNS completion notices as options.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -28,6 +29,8 @@ from infergraph.inference.fetch import FetchOptions
 from infergraph.inference.notices import CompletionNotices
 from infergraph.inference.outcome import completed, tell_outcome
 from infergraph.inference.pipeline import BatchPipeline
+from infergraph.inference.records import SuccessState
+from infergraph.inference.reference_env import read_reference_env
 from infergraph.inference.requests_table import RequestsTable, ThenRequestsTable
 from infergraph.inference.runners import THREADS, infer_task_runner, started
 from infergraph.inference.sinks.base import DEFAULT_SINKS, Sink, open_sink
@@ -70,6 +73,9 @@ def inference(
     requests_table: Annotated[str | DynamoDBTable, T("Requests table")] = "",
     notify_topic: Annotated[str | SnsTopic, T("Completion notices topic")] = "",
     task_runner: Annotated[str, T("Task runner")] = THREADS,
+    reference_fields: Annotated[bool, T("Reference batch CLI fields")] = False,
+    requests_success_state: Annotated[str, T("Requests' success state")] = SuccessState.COMPLETED,
+    from_env: Annotated[bool, T("From the reference CLI's environment")] = False,
 ) -> State[dict[str, Any]]:
     """Classify every image of a source and write one result per image to each sink.
 
@@ -110,7 +116,20 @@ def inference(
             `dask://host:8786` (an existing Dask scheduler whose workers run this
             image). Writes and acknowledgements stay in the flow. Give max_in_flight at
             least the cluster's worker threads, or some workers idle.
+        reference_fields: Rows also carry the reference batch CLI's bucket, key,
+            download_time (seconds) and errors (a list).
+        requests_success_state: The requests table's state for a request whose images
+            all succeeded: `completed`, or `processed` for readers of the reference's tables.
+        from_env: Take predictor, source, sinks and tables from the reference batch
+            CLI's environment variables (README: migrating); source then holds only
+            the s3:// URIs its S3 input reads, and only batch_size, max_in_flight,
+            max_pixels and task_runner still apply.
     """
+    if from_env:  # the reference CLI's variables, checked together, become the arguments
+        inputs = source or []
+        arguments = read_reference_env(os.environ, inputs).flow_arguments()
+        tuning = dict(batch_size=batch_size, max_in_flight=max_in_flight, max_pixels=max_pixels)
+        return inference.fn(**arguments, **tuning, task_runner=task_runner)
     spec = PredictorSpec(path=predictor, options=predictor_options or {})
     get_predictor(spec)  # a bad path, option or weights file fails here, before any data is read
     runner = infer_task_runner(task_runner)  # so does a bad task_runner value
@@ -119,18 +138,22 @@ def inference(
     topic = resolve_block(notify_topic, SnsTopic) if notify_topic else None
     src = open_source(source or str(SAMPLES), credentials=credentials)
     credentials = credentials or getattr(src, "credentials", None)
-    sink_specs = [str(s) for s in (sinks or DEFAULT_SINKS)]
-    outputs: list[Sink] = [open_sink(s, credentials=credentials) for s in sink_specs]
+    sinks = list(sinks or DEFAULT_SINKS)  # specs, or sinks built by --from-env
+    outputs: list[Sink] = [open_sink(s, credentials=credentials) for s in sinks]
     settings = {
         "predictor": predictor,
-        "sinks": ", ".join(sink_specs),
+        "sinks": ", ".join(s if isinstance(s, str) else type(s).__name__ for s in sinks),
         "batches": f"{batch_size} images, {max_in_flight} in flight, "
         f"{download_concurrency} parallel downloads, task runner {task_runner}",
     }
     log = run_logger(__name__)
     log.info("classifying %s · %s", src.description, " · ".join(settings.values()))
     run_id = _flow_run_id()
-    tracker = RequestsTable(requests, run_id=run_id) if requests else None
+    tracker = (
+        RequestsTable(requests, run_id=run_id, success_state=requests_success_state)
+        if requests
+        else None
+    )
     if tracker:  # a request is marked finished only once every sink has its results
         outputs = [ThenRequestsTable(outputs, tracker)]
     notices = CompletionNotices(topic, credentials, flow_run_id=run_id)
@@ -148,7 +171,7 @@ def inference(
                 infer=infer_batch,
                 write=write_results,
                 sinks=outputs,
-                fetch=FetchOptions(credentials, download_concurrency, max_pixels),
+                fetch=FetchOptions(credentials, download_concurrency, max_pixels, reference_fields),
                 batch_size=batch_size,
                 max_in_flight=max_in_flight,
                 after_write=[notices],

@@ -9,7 +9,7 @@ from typing import Any
 
 from infergraph.inference.boxes import BoxesError, check_boxes
 from infergraph.inference.fetch import FetchOptions, PreparedRecord, prepare_batch
-from infergraph.inference.records import BOXES, ImageRecord, RowStatus
+from infergraph.inference.records import BOXES, ImageRecord, RowStatus, row_ok
 from infergraph.predictors.base import Predictor, RecordError
 
 
@@ -46,6 +46,21 @@ def result_row(
     return row
 
 
+def add_reference_fields(row: dict[str, Any], seconds: float | None) -> dict[str, Any]:
+    """Add the reference batch CLI's ``bucket``, ``key``, ``download_time`` and ``errors``.
+
+    ``bucket`` and ``key`` are None for images that are not S3 objects;
+    ``download_time`` (seconds) is None when the image could not be read.
+    """
+    uri = str(row.get("uri") or "")
+    bucket, key = None, None
+    if uri.startswith("s3://"):
+        bucket, _, key = uri[5:].partition("/")
+    errors = [] if row_ok(row) else [str(row.get("error"))]
+    row.update(bucket=bucket, key=key, download_time=seconds, errors=errors)
+    return row
+
+
 def run_batch(records: list[ImageRecord], predictor: Predictor, fetch: FetchOptions) -> BatchOutput:
     """Prepare and predict one batch: the ``infer-batch`` task's body, callable without Prefect."""
     started = time.perf_counter()
@@ -56,6 +71,9 @@ def run_batch(records: list[ImageRecord], predictor: Predictor, fetch: FetchOpti
     rows = [
         result_row(r, predictor.output_fields, o) for r, o in zip(records, outcomes, strict=True)
     ]
+    if fetch.reference_fields:
+        seconds = [p.meta.download_seconds for p in prepared]
+        rows = [add_reference_fields(r, s) for r, s in zip(rows, seconds, strict=True)]
     return BatchOutput(
         rows=rows,
         retryable=[p.retryable for p in prepared],

@@ -49,7 +49,16 @@ def main(inference: Any, argv: list[str] | None = None) -> int:
         help="threads (default), dask (a local cluster; dask?workers=N&threads=M), "
         "or tcp://host:port of a Dask scheduler",
     )
+    parser.add_argument(
+        "--from-env",
+        action="store_true",
+        help="take everything else from the reference batch CLI's environment variables",
+    )
     args = parser.parse_args(argv)
+    if args.from_env:
+        from infergraph.inference.reference_env import run_cli
+
+        return run_cli(inference, parser, args)
     source: str | list[str] = ""  # the shipped samples
     if len(args.source) == 1:
         source = args.source[0]

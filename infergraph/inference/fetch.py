@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class FetchOptions:
     credentials: AwsCredentials | None = None
     concurrency: int = 16
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: Rows also carry the reference batch CLI's fields (records.REFERENCE_FIELDS).
+    reference_fields: bool = False
 
 
 @dataclass(slots=True)
@@ -57,7 +60,7 @@ def prepare_batch(
     for record in records:
         if is_s3_uri(record.uri) and not record.error:
             download = _pool("io", options.concurrency).submit(
-                read_uri, record.uri, options.credentials
+                _timed_read, record.uri, options.credentials
             )
             outcomes.append(_then(download, decode, record, predictor, options))
         else:
@@ -77,8 +80,14 @@ def _pool(kind: str, size: int) -> ThreadPoolExecutor:
         return _pools[key]
 
 
+def _timed_read(uri: str, credentials: AwsCredentials | None) -> tuple[bytes, float]:
+    started = time.perf_counter()
+    data = read_uri(uri, credentials)
+    return data, time.perf_counter() - started
+
+
 def _then(
-    download: Future[bytes],
+    download: Future[tuple[bytes, float]],
     decode: ThreadPoolExecutor,
     record: ImageRecord,
     predictor: Predictor,
@@ -87,13 +96,13 @@ def _then(
     """Queue the decode when the download lands, without a decode thread waiting for it."""
     outcome: Future[PreparedRecord] = Future()
 
-    def downloaded(done: Future[bytes]) -> None:
+    def downloaded(done: Future[tuple[bytes, float]]) -> None:
         try:
-            data = done.result()
+            data, seconds = done.result()
         except Exception as exc:
             outcome.set_result(_unreadable(record, exc))
             return
-        _relay(decode.submit(_prepare_one, record, predictor, options, data), outcome)
+        _relay(decode.submit(_prepare_one, record, predictor, options, data, seconds), outcome)
 
     download.add_done_callback(downloaded)
     return outcome
@@ -117,7 +126,11 @@ def _unreadable(record: ImageRecord, exc: BaseException) -> PreparedRecord:
 
 
 def _prepare_one(
-    record: ImageRecord, predictor: Predictor, options: FetchOptions, data: bytes | None = None
+    record: ImageRecord,
+    predictor: Predictor,
+    options: FetchOptions,
+    data: bytes | None = None,
+    seconds: float | None = None,
 ) -> PreparedRecord:
     """Read (unless already downloaded), decode and preprocess one record."""
     meta = RecordMeta(record.record_id, record.uri, dict(record.fields))
@@ -125,7 +138,7 @@ def _prepare_one(
         return PreparedRecord(meta, RecordError(record.error))
     if data is None:
         try:
-            data = read_uri(record.uri, options.credentials)
+            data, seconds = _timed_read(record.uri, options.credentials)
         except Exception as exc:
             return _unreadable(record, exc)
     try:
@@ -133,7 +146,7 @@ def _prepare_one(
         with decoded(data, record.uri, options.max_pixels) as image:
             del data
             height, width = image.shape[:2]
-            meta = RecordMeta(record.record_id, record.uri, meta.fields, width, height)
+            meta = RecordMeta(record.record_id, record.uri, meta.fields, width, height, seconds)
             return PreparedRecord(meta, predictor.prepare(image, meta))
     except ImageDecodeError as exc:
         return PreparedRecord(meta, RecordError(str(exc)), retryable=exc.busy)

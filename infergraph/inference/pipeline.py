@@ -25,7 +25,7 @@ from prefect.task_runners import TaskRunner
 from prefect.utilities.annotations import quote
 
 from infergraph.aws.errors import is_transient
-from infergraph.inference.batch import BatchOutput, result_row
+from infergraph.inference.batch import BatchOutput, add_reference_fields, result_row
 from infergraph.inference.fetch import FetchOptions
 from infergraph.inference.records import ImageRecord, ResultChunk
 from infergraph.inference.reporting import RunSummary
@@ -270,5 +270,7 @@ class BatchPipeline:
         error = RecordError(f"batch failed: {type(exc).__name__}: {exc}")
         fields = resolve_predictor_class(self.predictor.path).output_fields
         rows = [result_row(r, fields, error) for r in records]
+        if self.fetch.reference_fields:
+            rows = [add_reference_fields(row, None) for row in rows]
         retry = is_transient(exc) or any(r.group is not None for r in records)
         return BatchOutput(rows=rows, retryable=[retry] * len(records))

@@ -121,6 +121,21 @@ class RequestState(StrEnum):
     ERROR = "error"
 
 
+class SuccessState(StrEnum):
+    """The ``state`` a request gets when all its images succeeded (the requests table's choice).
+
+    ``completed`` is infergraph's; some deployments of the reference batch CLI wrote
+    ``processed`` and have readers (GSIs, APIs) that look for it.
+    """
+
+    COMPLETED = "completed"
+    PROCESSED = "processed"
+
+
+#: Fields the reference batch CLI put in its rows, added by the ``reference_fields`` run option.
+REFERENCE_FIELDS = ("bucket", "key", "download_time", "errors")
+
+
 class Claim(StrEnum):
     """What the requests table decides for a received message before its records run."""
 

@@ -33,7 +33,14 @@ from botocore.exceptions import ClientError
 from blocks.dynamodb import DynamoDBTable
 from infergraph.aws.dynamodb import deserialize, serialize
 from infergraph.aws.errors import describe_aws_error
-from infergraph.inference.records import Claim, ImageRecord, RequestState, ResultChunk, row_ok
+from infergraph.inference.records import (
+    Claim,
+    ImageRecord,
+    RequestState,
+    ResultChunk,
+    SuccessState,
+    row_ok,
+)
 from infergraph.inference.sinks.base import Sink
 from infergraph.inference.writing import write_chunks
 from infergraph.logs import run_logger
@@ -54,9 +61,14 @@ class RequestsTable(Sink):
     """Claims requests as they are received and finishes them when their results are written."""
 
     def __init__(
-        self, table: DynamoDBTable, concurrency: int = 16, run_id: str | None = None
+        self,
+        table: DynamoDBTable,
+        concurrency: int = 16,
+        run_id: str | None = None,
+        success_state: str = SuccessState.COMPLETED,
     ) -> None:
         self.table = table
+        self.success_state = SuccessState(success_state)  # completed, or processed for old readers
         self.run_id = run_id or "-"
         self.concurrency = concurrency
         self.name = f"requests table {table.table_name}"
@@ -133,7 +145,7 @@ class RequestsTable(Sink):
                 self._problem(f"{self.name}: cannot claim {key}: {describe_aws_error(exc)}")
                 return PROCESS
             old = deserialize(exc.response.get("Item", {}))
-            if old.get("state") in (COMPLETED, ERROR):
+            if old.get("state") in (*SuccessState, ERROR):
                 return FINISHED
             return BUSY
         return CLAIMED
@@ -193,7 +205,7 @@ class RequestsTable(Sink):
                 },
                 ExpressionAttributeValues=serialize(
                     {
-                        ":state": ERROR if errors else COMPLETED,
+                        ":state": ERROR if errors else self.success_state,
                         ":result": json.dumps(rows[0] if len(rows) == 1 else rows, default=str),
                         ":errors": errors,
                         ":now": _stamp(time.time()),

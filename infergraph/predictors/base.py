@@ -32,6 +32,8 @@ class RecordMeta:
     fields: dict[str, Any] = field(default_factory=dict)
     width: int = 0
     height: int = 0
+    #: Seconds spent reading the image's bytes (None when not measured).
+    download_seconds: float | None = None
 
 
 class RecordError(Exception):

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from infergraph.predictors.base import Predictor
+from infergraph.predictors.reference import adapter_for, contracts_text, is_reference_predictor
 
 
 class PredictorSpecError(ValueError):
@@ -25,7 +26,10 @@ class PredictorSpec(BaseModel, frozen=True):
     """Which predictor to run, as a flow parameter can carry it."""
 
     path: str = Field(
-        description="Dotted path 'package.module:Class' of a Predictor subclass.",
+        description=(
+            "Dotted path 'package.module:Class' of a Predictor subclass, or of a class "
+            "with the reference CLI's predict(input_record, meta)."
+        ),
         examples=["infergraph.predictors.digits:DigitsClassifier"],
     )
     options: dict[str, Any] = Field(
@@ -57,14 +61,20 @@ def resolve_predictor_class(path: str) -> type[Predictor]:
         raise PredictorSpecError(
             f"predictor path {path!r}: module {module_name!r} has no attribute {attr!r}"
         ) from exc
+    if is_reference_predictor(cls):
+        return adapter_for(cls)  # the reference CLI's one-record-at-a-time contract
     if not (isinstance(cls, type) and issubclass(cls, Predictor)):
         raise PredictorSpecError(
             f"predictor path {path!r}: {attr!r} is not a subclass of "
-            "infergraph.predictors.base.Predictor"
+            "infergraph.predictors.base.Predictor, nor a reference predictor; it must match "
+            f"one contract — {contracts_text()}"
         )
     if getattr(cls, "__abstractmethods__", None):
         missing = ", ".join(sorted(cls.__abstractmethods__))
-        raise PredictorSpecError(f"predictor path {path!r}: {attr!r} does not implement {missing}")
+        raise PredictorSpecError(
+            f"predictor path {path!r}: {attr!r} does not implement {missing} "
+            f"(contracts — {contracts_text()})"
+        )
     return cls
 
 

@@ -1,6 +1,6 @@
 """Result rows as SQS messages, one message per result.
 
-Spec: ``sqs://<SqsQueue block name>?oversize=s3://bucket/prefix/``.
+Spec: ``sqs://<SqsQueue block name>?oversize=s3://bucket/prefix/`` (or ``sqs://<queue URL>``).
 
 Messages go out with ``SendMessageBatch``: at most 10 per call and at most the
 queue's ``MaximumMessageSize`` per call in total. Entries SQS reports as failed
@@ -28,9 +28,9 @@ from blocks.sqs import SqsQueue
 from infergraph.aws.backoff import jittered_delay
 from infergraph.aws.clients import aws_client
 from infergraph.aws.storage import split_s3_uri
-from infergraph.blockref import resolve_block
 from infergraph.inference.records import ResultChunk
 from infergraph.inference.sinks.base import BOXES_OPTION, Sink, SinkError
+from infergraph.inference.sources.sqs import queue_of
 from infergraph.inference.specs import parse_spec
 
 OPTIONS = {
@@ -164,8 +164,7 @@ def _size(body: str, attributes: dict[str, Any]) -> int:
 def open_sqs_sink(spec: str, options: dict[str, Any]) -> SqsResultsSink:
     """The ``sqs://<SqsQueue block name>`` sink factory (a results queue)."""
     parsed = parse_spec(spec, "sink", OPTIONS)
-    if not parsed.target or "/" in parsed.target:
-        raise parsed.error("expected sqs://<name of an SqsQueue block>")
+    queue = queue_of(parsed, options.get("credentials"))
     oversize = parsed.string("oversize")
     if oversize is not None:
         try:
@@ -174,5 +173,4 @@ def open_sqs_sink(spec: str, options: dict[str, Any]) -> SqsResultsSink:
             raise parsed.error(f"oversize={oversize!r} is not an s3://bucket/prefix/") from None
         if prefix and not prefix.endswith("/"):
             raise parsed.error("oversize= must be a prefix ending in '/'")
-    queue = resolve_block(parsed.target, SqsQueue)
     return SqsResultsSink(queue, oversize, options.get("credentials") or queue.credentials)

@@ -164,12 +164,14 @@ def _split_glob(path: Path) -> tuple[Path, str]:
     return Path(*parts[:first]) if first else Path("."), str(Path(*parts[first:]))
 
 
-def source_label(spec: str | Sequence[str] | None, default: str = "samples/") -> str:
+def source_label(spec: str | Sequence[str] | Source | None, default: str = "samples/") -> str:
     """A short name for a source, to name runs by: ``samples/``, ``s3://bucket/in/``, ``3 images``.
 
     Local folders go by their own name (the absolute path means little in a runs list);
     URIs are kept whole; a list of one goes by that one image.
     """
+    if isinstance(spec, Source):  # built for the run, e.g. by --from-env
+        return spec.description
     if not spec:
         return default
     if not isinstance(spec, str):

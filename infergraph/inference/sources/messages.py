@@ -75,9 +75,17 @@ class ParsedBody:
 
 
 def parse_body(
-    body: str, image_keys: tuple[str, ...] = DEFAULT_IMAGE_KEYS, suffixes: tuple[str, ...] = ()
+    body: str,
+    image_keys: tuple[str, ...] = DEFAULT_IMAGE_KEYS,
+    suffixes: tuple[str, ...] = (),
+    each_key: bool = False,
 ) -> ParsedBody:
-    """Parse one message body; ``suffixes`` (lower-case) filters S3 event keys."""
+    """Parse one message body; ``suffixes`` (lower-case) filters S3 event keys.
+
+    ``each_key``: a request gives one image per key of ``image_keys`` (each one
+    required, as the reference CLI's ``REQUEST_S3URI_KEYS``), instead of the first
+    key it has; each record's fields then name its key in ``current_s3uri_key``.
+    """
     data = _load(body)
     if _is_sns_envelope(data):
         data = _load(data["Message"], "the SNS envelope's Message")
@@ -96,6 +104,10 @@ def parse_body(
         )
     if not data:
         raise MalformedMessage("body is an empty list: no requests")
+    if each_key:
+        return ParsedBody(
+            [r for i, item in enumerate(data) for r in _each_key(item, i, len(data), image_keys)]
+        )
     return ParsedBody([_request(item, i, len(data), image_keys) for i, item in enumerate(data)])
 
 
@@ -219,6 +231,25 @@ def _request(item: Any, index: int, count: int, image_keys: tuple[str, ...]) -> 
             request.uri, item, request.error, record_id=f"{item['request_id']}|{request.uri}"
         )
     return request
+
+
+def _each_key(item: Any, index: int, count: int, image_keys: tuple[str, ...]) -> list[Request]:
+    """One request per image key, each with its own identity and, if unusable, its own error."""
+    where = f"request {index + 1} of {count}"
+    if not isinstance(item, dict):
+        return [Request("", {}, f"{where} is a JSON {_json_type(item)}, not an object")]
+    requests = []
+    request_id = item.get("request_id")
+    for key in image_keys:
+        found = _find_image(item, where, (key,))
+        fields = {**item, CURRENT_KEY_FIELD: key}
+        record_id = f"{request_id}|{key}|{found.uri}" if request_id not in (None, "") else ""
+        requests.append(Request(found.uri, fields, found.error, record_id=record_id))
+    return requests
+
+
+#: With ``each_key``, the field naming the request key a record's image came from.
+CURRENT_KEY_FIELD = "current_s3uri_key"
 
 
 def _find_image(item: dict[str, Any], where: str, image_keys: tuple[str, ...]) -> Request:

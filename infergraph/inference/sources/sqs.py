@@ -10,7 +10,9 @@ moved to the dead-letter queue by the queue's redrive policy; a message that
 cannot be read at all is moved there at once, with the reason attached.
 
 Spec: ``sqs://<SqsQueue block name>?image_keys=s3_uri,image.uri&suffixes=.png&
-idle_polls=1&message_limit=1000``.
+idle_polls=1&message_limit=1000&each_key=false``; a queue URL in place of the block
+name (``sqs://https://sqs.eu-west-1.amazonaws.com/123456789012/requests``) makes a
+queue with the default settings and the flow's credentials.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from prefect_aws import AwsCredentials
+
 from blocks.sqs import SqsQueue
 from infergraph.aws.sqs_leases import InFlight, QueueError, SqsLeases
 from infergraph.blockref import resolve_block
 from infergraph.inference.records import Claim, ImageRecord
 from infergraph.inference.sources.base import IMAGE_SUFFIXES, Source, SourceError
 from infergraph.inference.sources.messages import DEFAULT_IMAGE_KEYS, MalformedMessage, parse_body
-from infergraph.inference.specs import parse_spec
+from infergraph.inference.specs import Spec, parse_spec
 from infergraph.logs import run_logger
 
 OPTIONS = {
@@ -33,6 +37,7 @@ OPTIONS = {
     "suffixes": "key endings kept from S3 event notifications; empty keeps every object",
     "idle_polls": "stop after this many empty long polls in a row; 0 never stops (default 1)",
     "message_limit": "stop after receiving this many messages",
+    "each_key": "one image per key of image_keys (all required), not the first one found",
 }
 #: Asked about received messages before their records run (see ``SqsSource.claim``).
 Claimer = Callable[[Mapping[str, Sequence[ImageRecord]], float], dict[str, Claim]]
@@ -57,8 +62,10 @@ class SqsSource(Source):
         suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
         idle_polls: int = 1,
         message_limit: int | None = None,
+        each_key: bool = False,
     ) -> None:
         self.queue = queue
+        self.each_key = each_key
         self.credentials = queue.credentials
         self.image_keys = image_keys
         self.suffixes = tuple(s.lower() for s in suffixes)
@@ -154,7 +161,9 @@ class SqsSource(Source):
             return None
         entry = self.leases.lease_of(message)
         try:
-            parsed = parse_body(message.get("Body", ""), self.image_keys, self.suffixes)
+            parsed = parse_body(
+                message.get("Body", ""), self.image_keys, self.suffixes, self.each_key
+            )
         except MalformedMessage as exc:
             self.leases.set_aside(message, str(exc))
             return None
@@ -207,18 +216,32 @@ class SqsSource(Source):
         return self.leases.problems
 
 
+def is_queue_url(target: str) -> bool:
+    return target.startswith(("https://", "http://"))
+
+
+def queue_of(parsed: Spec, credentials: AwsCredentials | None) -> SqsQueue:
+    """The queue a ``sqs://`` spec names: a saved SqsQueue block, or a queue URL."""
+    if is_queue_url(parsed.target):
+        if parsed.target.rstrip("/").count("/") < 4:
+            raise parsed.error("a queue URL is https://sqs.<region>.amazonaws.com/<account>/<name>")
+        return SqsQueue(queue_url=parsed.target, credentials=credentials or AwsCredentials())
+    if not parsed.target or "/" in parsed.target:
+        raise parsed.error("expected sqs://<name of an SqsQueue block> or sqs://<queue URL>")
+    return resolve_block(parsed.target, SqsQueue)
+
+
 def open_sqs(spec: str, options: dict[str, Any]) -> SqsSource:
     """The ``sqs://<SqsQueue block name>`` source factory."""
     parsed = parse_spec(spec, "source", OPTIONS)
-    if not parsed.target or "/" in parsed.target:
-        raise parsed.error("expected sqs://<name of an SqsQueue block>")
+    queue = queue_of(parsed, options.get("credentials"))
     image_keys = parsed.strings("image_keys", DEFAULT_IMAGE_KEYS)
     if not image_keys:
         raise parsed.error("image_keys= names no key")
-    queue = resolve_block(parsed.target, SqsQueue)
     return SqsSource(
         queue,
-        name=parsed.target,
+        name=None if is_queue_url(parsed.target) else parsed.target,
+        each_key=parsed.boolean("each_key"),
         image_keys=image_keys,
         suffixes=parsed.strings("suffixes", IMAGE_SUFFIXES),
         idle_polls=parsed.integer("idle_polls", 1) or 0,

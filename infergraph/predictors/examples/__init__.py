@@ -1,0 +1,1 @@
+"""Example predictors: how models written elsewhere plug into infergraph."""
