@@ -22,6 +22,7 @@ from blocks.sns import SnsTopic
 from infergraph.blockref import resolve_block
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.fetch import FetchOptions
+from infergraph.inference.liveness import FlowRunLiveness
 from infergraph.inference.notices import CompletionNotices
 from infergraph.inference.pipeline import BatchPipeline
 from infergraph.inference.reporting import publish_artifacts
@@ -104,13 +105,18 @@ def inference(
     credentials = credentials or getattr(src, "credentials", None)
     outputs: list[Sink] = [open_sink(s, credentials=credentials) for s in (sinks or DEFAULT_SINKS)]
     run_id = _flow_run_id()
-    tracker = RequestsTable(requests, run_id=run_id) if requests else None
+    notices = CompletionNotices(topic, credentials, flow_run_id=run_id)
+    tracker = (
+        RequestsTable(requests, run_id=run_id, notices=notices, run_alive=FlowRunLiveness())
+        if requests
+        else None
+    )
     if tracker:  # a request is marked finished only once every sink has its results
         outputs = [ThenRequestsTable(outputs, tracker)]
-    notices = CompletionNotices(topic, credentials, flow_run_id=run_id)
     claims_on_receive = False
     if tracker is not None and isinstance(src, SqsSource):
         src.claim = tracker.claim  # duplicates and finished requests are skipped unprocessed
+        src.renew, src.busy_for = tracker.renew, tracker.busy_seconds  # leases follow visibility
         claims_on_receive = True
     try:
         for sink in outputs:
@@ -125,7 +131,7 @@ def inference(
                 fetch=FetchOptions(credentials, download_concurrency, max_pixels),
                 batch_size=batch_size,
                 max_in_flight=max_in_flight,
-                after_write=[notices],
+                after_write=[tracker.announce if tracker else notices],
                 before_batch=[tracker.mark_processing] if tracker and not claims_on_receive else [],
                 infer_runner=infer_runner,
             )
