@@ -104,3 +104,10 @@ LEASE_UNTIL = "lease_until"
 #: Seconds a lease ends before its message's invisibility does, so a redelivered
 #: message never meets the lease of the run it was redelivered from.
 LEASE_MARGIN = 2.0
+
+
+class SweepAction(StrEnum):
+    """What the sweep does with a request stuck in ``processing``."""
+
+    ERROR = "error"  # finish it as an error, with the reason
+    REQUEUE = "requeue"  # send it to the queue again, alone, and set it back to queued

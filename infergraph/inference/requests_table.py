@@ -320,7 +320,7 @@ class RequestsTable(Sink):
         """Publish the notices of finished requests from their stored results; True if sent."""
         if self.notices is None or not items:
             return True
-        rows = [row for item in items for row in _stored_rows(item)]
+        rows = [row for item in items for row in stored_rows(item)]
         problems, unsent = self.notices.publish([ResultChunk("redelivered", rows)])
         for problem in problems:
             self._problem(f"{self.name}: {problem}")
@@ -401,7 +401,7 @@ class ThenRequestsTable(Sink):
             sink.close()
 
 
-def _stored_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
+def stored_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
     """A finished item's result rows, or one row built from its state and errors."""
     try:
         result = json.loads(item.get("result") or "null")
