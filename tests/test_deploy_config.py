@@ -83,9 +83,10 @@ def test_every_flow_has_a_deployment() -> None:
         "flows/s3_events_bridge.py:s3_events_bridge",
         "flows/sessions.py:sorting_session",
         "flows/scenarios.py:run_scenario",
+        "flows/maintenance.py:sweep_requests",
     }
     names = [d["name"] for d in SPEC["deployments"]]
-    assert len(names) == len(set(names)) == 9
+    assert len(names) == len(set(names)) == 10
 
 
 def test_every_folder_up_uploads_exists_and_has_files() -> None:

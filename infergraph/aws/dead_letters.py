@@ -33,7 +33,7 @@ def dead_letter_url(client: Any, queue_url: str) -> str | None:
     try:
         attributes = client.get_queue_attributes(
             QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]
-        )["Attributes"]
+        ).get("Attributes", {})
         policy = json.loads(attributes.get("RedrivePolicy") or "{}")
         if "deadLetterTargetArn" not in policy:
             return None
@@ -69,14 +69,13 @@ def redrive(client: Any, dead_letter: str, target: str, limit: int | None = None
     """Move messages from ``dead_letter`` back to ``target``; how many moved."""
     moved = 0
     while limit is None or moved < limit:
+        count = 10 if limit is None else min(10, limit - moved)
         try:
-            messages = _receive(client, dead_letter, PEEK_VISIBILITY)
+            messages = _receive(client, dead_letter, PEEK_VISIBILITY, count)
         except ClientError as exc:
             raise DeadLetterError(f"cannot read {dead_letter}: {describe_aws_error(exc)}") from exc
         if not messages:
             break
-        if limit is not None:
-            messages = messages[: limit - moved]
         entries = [
             {
                 "Id": str(i),
@@ -112,10 +111,10 @@ def redrive(client: Any, dead_letter: str, target: str, limit: int | None = None
     return moved
 
 
-def _receive(client: Any, url: str, visibility: int) -> list[dict[str, Any]]:
+def _receive(client: Any, url: str, visibility: int, count: int = 10) -> list[dict[str, Any]]:
     return client.receive_message(
         QueueUrl=url,
-        MaxNumberOfMessages=10,
+        MaxNumberOfMessages=count,
         WaitTimeSeconds=1,  # a long poll: a short one may miss messages on SQS
         VisibilityTimeout=visibility,
         MessageAttributeNames=["All"],
