@@ -10,8 +10,9 @@ together:
 - ``install_crash_automation``: Prefect's own automation (the "zombie flow runs"
   recipe): a run whose heartbeat is not followed by another heartbeat or an end
   state within ``within`` seconds is set to CRASHED by the server itself;
-- ``crash_stale_runs``: the same decision taken by the sweep: every RUNNING run
-  with no event at all in the last ``stale_after`` seconds is set to CRASHED.
+- ``crash_stale_runs``: the same decision taken by the sweep: every run RUNNING
+  for more than ``stale_after`` seconds without a heartbeat in the last
+  ``stale_after`` seconds is set to CRASHED (so heartbeats must stay on).
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState
-from prefect.events.filters import EventFilter, EventOccurredFilter, EventResourceFilter
+from prefect.events.filters import (
+    EventFilter,
+    EventNameFilter,
+    EventOccurredFilter,
+    EventResourceFilter,
+)
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.settings import get_current_settings
@@ -50,7 +56,7 @@ def default_stale_after() -> float:
 
 
 def crash_stale_runs(stale_after: float | None = None, limit: int = 200) -> list[str]:
-    """Set RUNNING runs with no event in the last ``stale_after`` seconds to CRASHED; their ids."""
+    """Set RUNNING runs without a heartbeat in the last ``stale_after`` s to CRASHED; their ids."""
     stale_after = default_stale_after() if stale_after is None else stale_after
     log = run_logger(__name__)
     now = datetime.now(UTC)
@@ -70,6 +76,7 @@ def crash_stale_runs(stale_after: float | None = None, limit: int = 200) -> list
             recent = client.read_events(
                 EventFilter(
                     occurred=EventOccurredFilter(since=since, until=now + timedelta(minutes=1)),
+                    event=EventNameFilter(name=[HEARTBEAT]),
                     resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]),
                 ),
                 limit=1,
