@@ -36,7 +36,7 @@ def sweep_requests(
         expired_after: Seconds after its lease ended that a request counts as stuck.
         notify_topic: SnsTopic block: announce swept requests and missed notices.
         stale_after: Seconds without a heartbeat before a RUNNING run is crashed
-            (default: three heartbeats).
+            (default: three of the run's own heartbeat periods).
     """
     crashed = crash_dead_runs(stale_after)
     report = sweep_stuck_requests(requests_table, queue, action, expired_after, notify_topic)

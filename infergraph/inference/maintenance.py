@@ -23,7 +23,7 @@ def main(sweep_flow: Any, argv: list[str] | None = None) -> int:
         "--expired-after", type=float, default=3600.0, help="seconds since the lease ended"
     )
     sweep.add_argument("--notify-topic", help="SnsTopic block: announce what the sweep finishes")
-    sweep.add_argument("--stale-after", type=float, help="seconds without a heartbeat (default 3)")
+    sweep.add_argument("--stale-after", type=float, help="silent seconds (default: 3 beats)")
 
     redrive = commands.add_parser("redrive", help="move dead-letter messages back to the queue")
     redrive.add_argument("--queue", default="inference-requests", help="SqsQueue block")

@@ -10,9 +10,9 @@ together:
 - ``install_crash_automation``: Prefect's own automation (the "zombie flow runs"
   recipe): a run whose heartbeat is not followed by another heartbeat or an end
   state within ``within`` seconds is set to CRASHED by the server itself;
-- ``crash_stale_runs``: the same decision taken by the sweep: every run RUNNING
-  for more than ``stale_after`` seconds without a heartbeat in the last
-  ``stale_after`` seconds is set to CRASHED (so heartbeats must stay on).
+- ``crash_stale_runs``: the same decision taken by the sweep, per run: a RUNNING
+  run silent for three of its own heartbeat periods is set to CRASHED (so
+  heartbeats must stay on).
 """
 
 from __future__ import annotations
@@ -48,19 +48,29 @@ HEARTBEAT = "prefect.flow-run.heartbeat"
 ENDS = ("Completed", "Failed", "Cancelled", "Crashed")
 #: Heartbeats a run may miss before it counts as dead.
 MISSED_BEATS = 3
+#: Prefect's own default heartbeat period (seconds).
+DEFAULT_FREQUENCY = 180
 
 
 def default_stale_after() -> float:
-    """Seconds without any event after which a RUNNING run is taken for dead."""
-    return float(MISSED_BEATS * (get_current_settings().flows.heartbeat_frequency or 180))
+    """Three heartbeats of the slower of this process's setting and Prefect's default (180 s).
+
+    A run started elsewhere may beat at Prefect's default even where this process is set
+    to beat faster; waiting for the slower never crashes a live run.
+    """
+    frequency = get_current_settings().flows.heartbeat_frequency or DEFAULT_FREQUENCY
+    return float(MISSED_BEATS * max(frequency, DEFAULT_FREQUENCY))
 
 
 def crash_stale_runs(stale_after: float | None = None, limit: int = 200) -> list[str]:
-    """Set RUNNING runs without a heartbeat in the last ``stale_after`` s to CRASHED; their ids."""
-    stale_after = default_stale_after() if stale_after is None else stale_after
+    """Set RUNNING runs whose heartbeats stopped to CRASHED; their ids.
+
+    A run is dead when its last heartbeat (or, before any, its start) is older than
+    ``stale_after`` seconds; by default three of its own heartbeat periods, measured
+    between its last two heartbeats (``default_stale_after`` while it sent fewer).
+    """
     log = run_logger(__name__)
     now = datetime.now(UTC)
-    since = now - timedelta(seconds=stale_after)
     crashed: list[str] = []
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
@@ -70,20 +80,26 @@ def crash_stale_runs(stale_after: float | None = None, limit: int = 200) -> list
             limit=limit,
         )
         for run in runs:
-            started = run.state.timestamp if run.state else None
-            if started is not None and started > since:
-                continue  # entered RUNNING recently: not yet due for a heartbeat
-            recent = client.read_events(
+            started = run.state.timestamp if run.state else now
+            beats = client.read_events(
                 EventFilter(
-                    occurred=EventOccurredFilter(since=since, until=now + timedelta(minutes=1)),
+                    occurred=EventOccurredFilter(since=started, until=now + timedelta(minutes=1)),
                     event=EventNameFilter(name=[HEARTBEAT]),
                     resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]),
                 ),
-                limit=1,
-            )
-            if recent.events:
+                limit=2,
+            ).events  # newest first
+            allowed = stale_after
+            if allowed is None:
+                allowed = default_stale_after()
+                if len(beats) > 1:  # its own period, measured
+                    period = (beats[0].occurred - beats[1].occurred).total_seconds()
+                    allowed = MISSED_BEATS * max(period, 30.0)
+            last = beats[0].occurred if beats else started
+            silent = (now - last).total_seconds()
+            if silent <= allowed:
                 continue
-            message = f"no heartbeat for {stale_after:.0f} s: its process died (seen by the sweep)"
+            message = f"no heartbeat for {silent:.0f} s: its process died (seen by the sweep)"
             client.set_flow_run_state(run.id, Crashed(message=message), force=True)
             log.warning("flow run %s (%s) marked CRASHED: %s", run.name, run.id, message)
             crashed.append(str(run.id))
