@@ -106,8 +106,10 @@ class RequestsTable(Sink):
         """Claim every group's requests; per group ``process``, ``finished`` or ``busy``.
 
         ``finished``: every record is a request that is already completed or in
-        error (a late duplicate). ``busy``: another live run holds one of them (a
-        duplicate delivery); this run's claims in that group are given back. A
+        error (a late duplicate); those not yet announced are announced first, and
+        if that fails the group is ``busy`` so its message stays for a retry.
+        ``busy``: another live run holds one of them (a duplicate delivery); this
+        run's claims in that group are given back. A
         claim that fails for another reason is reported and the group processed:
         the state is bookkeeping and must not stop the work.
         """
