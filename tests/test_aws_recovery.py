@@ -369,3 +369,24 @@ def test_redrive_of_a_queue_without_a_dead_letter_queue_says_so(aws):
     url = create_queue(aws_client("sqs", aws), Queue("plain", dead_letter=False))
     with pytest.raises(ValueError, match="plain has no dead-letter queue"):
         redrive_queue(SqsQueue(queue_url=url, credentials=aws))
+
+
+def test_redrive_reopens_the_requests_the_sweep_finished_so_they_are_processed(aws):
+    table, queue = _stuck(aws)
+    sqs = aws_client("sqs", aws)
+    dlq = sqs.get_queue_url(QueueName="requests-dlq")["QueueUrl"]
+    sqs.send_message(  # a finished request's late copy, parked too
+        QueueUrl=dlq, MessageBody=json.dumps({"request_id": "announced", "s3_uri": "s3://b/a.png"})
+    )
+    sweep_requests(table, queue, "error", expired_after=3600)
+    assert _items(aws)["parked"]["state"] == "error"
+
+    assert redrive_queue(queue, requests_table=table) == 2
+    items = _items(aws)
+    assert items["parked"]["state"] == "queued" and "errors" not in items["parked"]
+    assert items["old"]["state"] == "error"  # swept, but its message is not the one moved
+    assert items["announced"]["state"] == "completed"  # finished on its own: left alone
+    source = SqsSource(queue)
+    source.claim = RequestsTable(table, run_id="after-redrive").claim
+    processed = [r.fields["request_id"] for batch in source.batches(10) for r in batch]
+    assert processed == ["parked"]  # the announced request's copy is deleted unprocessed

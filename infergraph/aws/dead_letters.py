@@ -11,6 +11,7 @@ table absorbs; never a loss.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -65,8 +66,18 @@ def peek(client: Any, url: str, limit: int = 10_000) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def redrive(client: Any, dead_letter: str, target: str, limit: int | None = None) -> int:
-    """Move messages from ``dead_letter`` back to ``target``; how many moved."""
+def redrive(
+    client: Any,
+    dead_letter: str,
+    target: str,
+    limit: int | None = None,
+    before_send: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> int:
+    """Move messages from ``dead_letter`` back to ``target``; how many moved.
+
+    ``before_send`` sees each batch of messages first (the sweep's requests are
+    reopened there, so the moved messages are processed, not taken for duplicates).
+    """
     moved = 0
     while limit is None or moved < limit:
         count = 10 if limit is None else min(10, limit - moved)
@@ -76,6 +87,8 @@ def redrive(client: Any, dead_letter: str, target: str, limit: int | None = None
             raise DeadLetterError(f"cannot read {dead_letter}: {describe_aws_error(exc)}") from exc
         if not messages:
             break
+        if before_send is not None:
+            before_send(messages)
         entries = [
             {
                 "Id": str(i),

@@ -28,6 +28,11 @@ def main(sweep_flow: Any, argv: list[str] | None = None) -> int:
     redrive = commands.add_parser("redrive", help="move dead-letter messages back to the queue")
     redrive.add_argument("--queue", default="inference-requests", help="SqsQueue block")
     redrive.add_argument("--limit", type=int, help="move at most this many messages")
+    redrive.add_argument(
+        "--requests-table",
+        default="inference-requests",
+        help="DynamoDBTable block whose swept requests are reopened ('' for none)",
+    )
 
     crash = commands.add_parser("crash-stale", help="mark RUNNING runs without heartbeats CRASHED")
     crash.add_argument("--stale-after", type=float, help="seconds without any event")
@@ -58,7 +63,7 @@ def _run(args: argparse.Namespace, sweep_flow: Any) -> Any:
             stale_after=args.stale_after,
         )
     if args.command == "redrive":
-        return {"moved": redrive_queue(args.queue, args.limit)}
+        return {"moved": redrive_queue(args.queue, args.limit, args.requests_table or None)}
     if args.command == "crash-stale":
         from infergraph.inference.stale_runs import crash_stale_runs
 
@@ -68,18 +73,29 @@ def _run(args: argparse.Namespace, sweep_flow: Any) -> Any:
     return {"automation": install_crash_automation(args.within)}
 
 
-def redrive_queue(queue: str, limit: int | None = None) -> int:
-    """Move the queue block's dead-letter messages back to it; how many moved."""
+def redrive_queue(queue: Any, limit: int | None = None, requests_table: Any = None) -> int:
+    """Move the queue block's dead-letter messages back to it; how many moved.
+
+    With the requests table, requests the sweep finished as errors are reopened first.
+    """
+    from blocks.dynamodb import DynamoDBTable
     from blocks.sqs import SqsQueue
     from infergraph.aws.dead_letters import DeadLetterError, dead_letter_url, redrive
     from infergraph.blockref import resolve_block
+    from infergraph.inference.sweep import reopen_swept
 
     block = resolve_block(queue, SqsQueue)
+    table = resolve_block(requests_table, DynamoDBTable) if requests_table else None
     client = block.client()
+
+    def reopen(messages: list[dict[str, Any]]) -> None:
+        if table is not None:
+            reopen_swept(table, messages)
+
     try:
         url = block.dead_letter_queue_url or dead_letter_url(client, block.queue_url)
         if not url:
             raise ValueError(f"queue {block.queue_name} has no dead-letter queue to redrive")
-        return redrive(client, url, block.queue_url, limit)
+        return redrive(client, url, block.queue_url, limit, before_send=reopen)
     except DeadLetterError as exc:
         raise ValueError(str(exc)) from exc

@@ -54,8 +54,11 @@ BOOKKEEPING = frozenset(
         "result",
         "errors",
         NOTIFIED,
+        "swept_at_timestamp",
     }
 )
+#: Set on the requests the sweep finished as errors: a redrive may reopen them.
+SWEPT = "swept_at_timestamp"
 #: The lease has ended (or there never was one): nobody works on the request.
 UNHELD = "#state = :processing AND (attribute_not_exists(lease_until) OR lease_until < :now)"
 
@@ -177,7 +180,8 @@ def _mark_error(table: DynamoDBTable, key: dict[str, Any], row: dict[str, Any]) 
             Key=serialize(key),
             UpdateExpression=(
                 "SET #state = :error, #result = :result, #errors = :errors, "
-                "completed_at_timestamp = :now, updated_at_timestamp = :now REMOVE lease_until"
+                "completed_at_timestamp = :now, updated_at_timestamp = :now, "
+                f"{SWEPT} = :now REMOVE lease_until"
             ),
             ConditionExpression=UNHELD,
             ExpressionAttributeNames={"#state": "state", "#result": "result", "#errors": "errors"},
@@ -253,3 +257,51 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return str(value)
+
+
+def reopen_swept(table: DynamoDBTable, messages: list[dict[str, Any]]) -> int:
+    """Set the swept requests these messages carry back to ``queued``; how many.
+
+    Called before their messages are redriven: a request the sweep finished as an
+    error would otherwise make its redriven message a late duplicate, deleted
+    unprocessed. Requests that finished on their own are left as they are.
+    """
+    reopened = 0
+    for message in messages:
+        try:
+            parsed = parse_body(message.get("Body", ""), DEFAULT_IMAGE_KEYS)
+        except MalformedMessage:
+            continue
+        for request in parsed.requests:
+            try:
+                key = table.key_of(request.fields)
+            except KeyError:
+                continue
+            try:
+                table.client().update_item(
+                    TableName=table.table_name,
+                    Key=serialize(key),
+                    UpdateExpression=(
+                        f"SET #state = :queued, updated_at_timestamp = :now "
+                        f"REMOVE {SWEPT}, #result, #errors, {NOTIFIED}, completed_at_timestamp"
+                    ),
+                    ConditionExpression=f"#state = :error AND attribute_exists({SWEPT})",
+                    ExpressionAttributeNames={
+                        "#state": "state",
+                        "#result": "result",
+                        "#errors": "errors",
+                    },
+                    ExpressionAttributeValues=serialize(
+                        {
+                            ":queued": RequestState.QUEUED,
+                            ":error": RequestState.ERROR,
+                            ":now": _stamp(time.time()),
+                        }
+                    ),
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+                continue
+            reopened += 1
+    return reopened
