@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from infergraph.devstack.emulator import free_port, start_moto, wait_for_http  # noqa: E402
 
 BUCKET = "kill-loop"
+NOTICES: Counter[str] = Counter()
 STARTED = "Beginning flow run"
 
 
@@ -63,6 +64,9 @@ def main() -> None:
     )
     parser.add_argument("--heartbeat", type=int, default=30, help="flow heartbeat (s, >= 30)")
     parser.add_argument("--workdir", type=Path, help="keep logs here (default: a temp folder)")
+    parser.add_argument(
+        "--redrive", action="store_true", help="then redrive the dead-letter queue and drain again"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="kill-loop-"))
@@ -108,6 +112,8 @@ def main() -> None:
         report["sweep"] = {k: v for k, v in sweep.items() if k != "crashed_runs"}
         report["sweep_crashed_runs"] = len(sweep.get("crashed_runs", []))
         report.pop("last_kill_at")
+        if args.redrive and report["messages_in_dead_letter_queue"]:
+            report["after_redrive"] = after_redrive(aws, env, work, ids, api, report["runs"])
         report["workdir"] = str(work)
         print(json.dumps(report, indent=2))
     finally:
@@ -268,6 +274,20 @@ def kill_loop(
             killed_runs.append(run_id(log))
             print(f"kill {kills}: run {runs}, {time.monotonic() - began:.1f} s in", flush=True)
     print(f"{kills} kills in {runs} runs; draining", flush=True)
+    empty_at, runs = drain(sqs, url, env, work, runs)
+    return {
+        "requests": args.requests,
+        "kills": kills,
+        "runs": runs,
+        "visibility_timeout_s": args.visibility,
+        "seconds_from_last_kill_to_empty_queue": round(empty_at - last_kill, 1),
+        "last_kill_at": last_kill,
+        "killed_runs": [r for r in killed_runs if r],
+    }
+
+
+def drain(sqs: Any, url: str, env: dict[str, str], work: Path, runs: int) -> tuple[float, int]:
+    """Rerun the consumer until the queue is empty; (when it was first empty, runs so far)."""
     empty_at = None
     while empty_at is None:
         log = work / f"run-{runs:02d}.log"
@@ -281,15 +301,7 @@ def kill_loop(
             print(f"run {runs} ended with {proc.returncode}: see {log}", flush=True)
         if empty_at is None and sum(depth(sqs, url)) == 0:
             empty_at = time.time()
-    return {
-        "requests": args.requests,
-        "kills": kills,
-        "runs": runs,
-        "visibility_timeout_s": args.visibility,
-        "seconds_from_last_kill_to_empty_queue": round(empty_at - last_kill, 1),
-        "last_kill_at": last_kill,
-        "killed_runs": [r for r in killed_runs if r],
-    }
+    return empty_at, runs
 
 
 def depth(sqs: Any, url: str) -> tuple[int, int]:
@@ -325,6 +337,30 @@ def maintenance(env: dict[str, str], work: Path, *args: str) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def after_redrive(
+    aws: Any, env: dict[str, str], work: Path, ids: list[str], api: str, runs: int
+) -> dict[str, Any]:
+    """Redrive the dead-letter queue (reopening swept requests), drain, count again."""
+    from infergraph.aws.clients import aws_client
+
+    moved = maintenance(env, work, "redrive", "--queue", "inference-requests")["moved"]
+    sqs = aws_client("sqs", aws)
+    url = sqs.get_queue_url(QueueName="inference-requests")["QueueUrl"]
+    drain(sqs, url, env, work, runs)
+    counted = books(aws, ids, api, flow_runs(api, "inference"), [])
+    keep = (
+        "lost_results",
+        "duplicate_rows_dynamodb",
+        "duplicate_rows_csv",
+        "notified_at_least_once",
+        "duplicate_notices",
+        "request_states_after_sweep",
+        "messages_in_dead_letter_queue",
+        "runs_left_running",
+    )
+    return {"moved": moved, **{k: counted[k] for k in keep}}
+
+
 # -- the books ---------------------------------------------------------------------------
 
 
@@ -349,7 +385,7 @@ def books(
         for obj in page.get("Contents", []):
             text = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read().decode()
             csv_rows.update(r["request_id"] for r in csv.DictReader(io.StringIO(text)))
-    notices: Counter[str] = Counter()
+    notices = NOTICES  # every notice read so far: books are counted twice with --redrive
     inbox = sqs.get_queue_url(QueueName="notices-inbox")["QueueUrl"]
     while messages := sqs.receive_message(
         QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=600
@@ -361,6 +397,7 @@ def books(
                 print(f"not a notice: {m['Body'][:300]}", flush=True)
                 continue
             notices.update(str(r["request_id"]) for r in notice["requests"])
+            sqs.delete_message(QueueUrl=inbox, ReceiptHandle=m["ReceiptHandle"])
     requests = scan(dynamodb, "inference-requests", deserialize)
     states = Counter(r.get("state") for r in requests)
     dlq = sqs.get_queue_url(QueueName="inference-requests-dlq")["QueueUrl"]
