@@ -122,6 +122,12 @@ class SqsLeases:
             known.handle, known.visible_until, known.lost = lease.handle, lease.visible_until, False
             return True
 
+    def visible_until(self, mid: str) -> float:
+        """When a held message becomes visible again (monotonic; 0 if not held)."""
+        with self._lock:
+            entry = self._held.get(mid)
+            return entry.visible_until if entry else 0.0
+
     def hold(self, mid: str, lease: InFlight) -> None:
         with self._lock:
             self._held[mid] = lease

@@ -118,7 +118,9 @@ class RequestsTable(Sink):
             for group, records in groups.items()
         }
         unique = {h: k for group_keys in keys.values() for h, k in group_keys.items()}
-        claimed = self._each(self._claim_one, unique.values(), lease_seconds)
+        # The lease's end is fixed now, not when each update gets its turn in the pool.
+        deadline = time.time() + max(0.0, lease_seconds)
+        claimed = self._each(self._claim_one, unique.values(), deadline)
         outcomes = {h: outcome for h, (outcome, _) in zip(unique, claimed, strict=True)}
         olds = {h: old for h, (_, old) in zip(unique, claimed, strict=True)}
         decisions: dict[str, str] = {}
@@ -151,7 +153,7 @@ class RequestsTable(Sink):
             for r in records
             if (k := self._key(r.fields)) is not None
         }
-        self._each(self._renew_one, unique.values(), lease_seconds)
+        self._each(self._renew_one, unique.values(), time.time() + max(0.0, lease_seconds))
 
     def mark_processing(self, records: Sequence[ImageRecord]) -> list[str]:
         """Claim a batch's requests without deciding anything (sources that do not redeliver)."""
@@ -159,13 +161,13 @@ class RequestsTable(Sink):
         self.claim({"batch": records}, lease_seconds=0)
         return self.problems[before:]
 
-    def _claim_one(self, key: dict[str, Any], lease_seconds: float) -> tuple[str, dict[str, Any]]:
+    def _claim_one(self, key: dict[str, Any], deadline: float) -> tuple[str, dict[str, Any]]:
         """(outcome, the item as it was when the claim was refused)."""
-        outcome, old = self._update_claim(key, lease_seconds, CLAIM_CONDITION, {":queued": QUEUED})
+        outcome, old = self._update_claim(key, deadline, CLAIM_CONDITION, {":queued": QUEUED})
         holder = str(old.get("processed_by") or "")
         if outcome == BUSY and self._holder_gone(holder):  # its lease outlives it: take over
             outcome, old = self._update_claim(
-                key, lease_seconds, TAKEOVER_CONDITION, {":holder": holder}
+                key, deadline, TAKEOVER_CONDITION, {":holder": holder}
             )
             if outcome == CLAIMED:
                 with self._count_lock:
@@ -179,13 +181,13 @@ class RequestsTable(Sink):
         return not self.run_alive(holder)
 
     def _update_claim(
-        self, key: dict[str, Any], lease_seconds: float, condition: str, extra: dict[str, Any]
+        self, key: dict[str, Any], deadline: float, condition: str, extra: dict[str, Any]
     ) -> tuple[str, dict[str, Any]]:
         now = time.time()
         values = {
             ":processing": PROCESSING,
             ":now": _stamp(now),
-            ":lease": _stamp(now + max(0.0, lease_seconds)),
+            ":lease": _stamp(deadline),
             ":run": self.run_id,
             ":one": 1,
             **extra,
@@ -213,7 +215,7 @@ class RequestsTable(Sink):
             return BUSY, old
         return CLAIMED, {}
 
-    def _renew_one(self, key: dict[str, Any], lease_seconds: float) -> None:
+    def _renew_one(self, key: dict[str, Any], deadline: float) -> None:
         now = time.time()
         try:
             self.table.client().update_item(
@@ -227,7 +229,7 @@ class RequestsTable(Sink):
                         ":processing": PROCESSING,
                         ":run": self.run_id,
                         ":now": _stamp(now),
-                        ":lease": _stamp(now + max(0.0, lease_seconds)),
+                        ":lease": _stamp(deadline),
                     }
                 ),
             )

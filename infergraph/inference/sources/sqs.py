@@ -218,8 +218,10 @@ class SqsSource(Source):
             return
         with self._groups_lock:
             groups = {mid: self._groups[mid] for mid in extended if mid in self._groups}
-        if groups:
-            self.renew(groups, min(extended[mid] for mid in groups) - LEASE_MARGIN)
+        # From the visibility's end as taken before the SQS call, so never later than it.
+        ends = [end for mid in groups if (end := self.leases.visible_until(mid)) > 0]
+        if ends:
+            self.renew(groups, min(ends) - time.monotonic() - LEASE_MARGIN)
 
     def _forget(self, groups: Sequence[str]) -> None:
         with self._groups_lock:
