@@ -26,6 +26,7 @@ from blocks.sns import SnsTopic
 from infergraph.blockref import resolve_block
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.fetch import FetchOptions
+from infergraph.inference.liveness import FlowRunLiveness
 from infergraph.inference.notices import CompletionNotices
 from infergraph.inference.outcome import completed, tell_outcome
 from infergraph.inference.pipeline import BatchPipeline
@@ -149,17 +150,24 @@ def inference(
     log = run_logger(__name__)
     log.info("classifying %s · %s", src.description, " · ".join(settings.values()))
     run_id = _flow_run_id()
+    notices = CompletionNotices(topic, credentials, flow_run_id=run_id)
     tracker = (
-        RequestsTable(requests, run_id=run_id, success_state=requests_success_state)
+        RequestsTable(
+            requests,
+            run_id=run_id,
+            notices=notices,
+            run_alive=FlowRunLiveness(),
+            success_state=requests_success_state,
+        )
         if requests
         else None
     )
     if tracker:  # a request is marked finished only once every sink has its results
         outputs = [ThenRequestsTable(outputs, tracker)]
-    notices = CompletionNotices(topic, credentials, flow_run_id=run_id)
     claims_on_receive = False
     if tracker is not None and isinstance(src, SqsSource):
         src.claim = tracker.claim  # duplicates and finished requests are skipped unprocessed
+        src.renew, src.busy_for = tracker.renew, tracker.busy_seconds  # leases follow visibility
         claims_on_receive = True
     try:
         for sink in outputs:
@@ -174,7 +182,7 @@ def inference(
                 fetch=FetchOptions(credentials, download_concurrency, max_pixels, reference_fields),
                 batch_size=batch_size,
                 max_in_flight=max_in_flight,
-                after_write=[notices],
+                after_write=[tracker.announce if tracker else notices],
                 before_batch=[tracker.mark_processing] if tracker and not claims_on_receive else [],
                 infer_runner=infer_runner,
             )

@@ -328,7 +328,8 @@ def test_a_claim_decides_which_messages_are_processed(aws):
     records = [r for batch in source.batches(10) for r in batch]
 
     assert [r.uri for r in records] == ["s3://b/process.png"]
-    assert set(asked) == {30} and source.skipped == 2
+    assert len(asked) == 1 and 25 < asked[0] <= 28  # the invisibility left, less a margin
+    assert source.skipped == 2
     assert [ids[m] for m in source.in_flight()] == [PROCESS]
     assert queue_counts(sqs, queue.queue_url) == (0, 2)  # finished: deleted; busy: left hidden
 

@@ -83,9 +83,10 @@ def test_every_flow_has_a_deployment() -> None:
         "flows/s3_events_bridge.py:s3_events_bridge",
         "flows/sessions.py:sorting_session",
         "flows/scenarios.py:run_scenario",
+        "flows/maintenance.py:sweep_requests",
     }
     names = [d["name"] for d in SPEC["deployments"]]
-    assert len(names) == len(set(names)) == 9
+    assert len(names) == len(set(names)) == 10
 
 
 def test_every_folder_up_uploads_exists_and_has_files() -> None:
@@ -165,6 +166,10 @@ def test_schedules_and_limits() -> None:
     assert by_name["refresh-bulk-loads"]["schedules"] == [{"cron": "* * * * *"}]
     assert by_name["refresh-bulk-loads"]["concurrency_limit"]["limit"] == 1
     assert by_name["inference-from-queue"]["parameters"]["source"] == "sqs://inference-requests"
+    assert by_name["sweep-requests"]["schedules"] == [{"interval": 300}]
+    for deployment in SPEC["deployments"]:  # dead runs are found by their missing heartbeats
+        env = deployment["work_pool"]["job_variables"]["env"]
+        assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30", deployment["name"]
     for deployment in SPEC["deployments"]:
         limit = deployment.get("concurrency_limit")
         assert limit, f"{deployment['name']} has no concurrency limit"

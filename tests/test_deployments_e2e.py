@@ -44,6 +44,7 @@ DEPLOYMENTS = {
     "s3-events-bridge/s3-events-bridge",
     "sorting-session/sorting-session",
     "run-scenario/run-scenario",
+    "sweep-requests/sweep-requests",
 }
 
 

@@ -122,6 +122,12 @@ class SqsLeases:
             known.handle, known.visible_until, known.lost = lease.handle, lease.visible_until, False
             return True
 
+    def visible_until(self, mid: str) -> float:
+        """When a held message becomes visible again (monotonic; 0 if not held)."""
+        with self._lock:
+            entry = self._held.get(mid)
+            return entry.visible_until if entry else 0.0
+
     def hold(self, mid: str, lease: InFlight) -> None:
         with self._lock:
             self._held[mid] = lease
@@ -203,12 +209,16 @@ class SqsLeases:
             ]
             self._batch_call("change_message_visibility_batch", entries, chunk)
 
-    def heartbeat(self) -> None:
-        """Extend the visibility of held messages, at most every few seconds."""
+    def heartbeat(self) -> dict[str, float]:
+        """Extend the visibility of held messages, at most every few seconds.
+
+        Returns the messages extended, each with its seconds of new invisibility, so
+        whatever else is leased with them (the requests table) is renewed to match.
+        """
         now = time.monotonic()
         timeout = self.queue.visibility_timeout
         if now - self._last_beat < max(1.0, min(timeout / 4, 60.0)):
-            return
+            return {}
         self._last_beat = now
         with self._lock:
             due = [
@@ -228,6 +238,7 @@ class SqsLeases:
                     )
                 continue
             extend.append((mid, entry))
+        extended: dict[str, float] = {}
         for chunk in in_tens(extend):
             entries = [
                 {
@@ -244,6 +255,20 @@ class SqsLeases:
                     self._log.warning("cannot extend message %s: %s", mid, failed[mid])
                 else:
                     entry.visible_until = now + sent["VisibilityTimeout"]
+                    extended[mid] = float(sent["VisibilityTimeout"])
+        return extended
+
+    def hide(self, mid: str, handle: str, seconds: float) -> None:
+        """Set a message that is not held to come back in ``seconds`` (a busy duplicate)."""
+        try:
+            self._client.change_message_visibility(
+                QueueUrl=self.queue.queue_url,
+                ReceiptHandle=handle,
+                VisibilityTimeout=clamp_visibility(seconds),
+            )
+        except ClientError as exc:
+            reason = describe_aws_error(exc)
+            self._log.warning("message %s: cannot change visibility: %s", mid, reason)
 
     def set_aside(self, message: dict[str, Any], reason: str) -> None:
         """Move an unreadable message to the dead-letter queue with its reason; never drop it."""

@@ -8,8 +8,11 @@ topic and packed into messages under SNS's 256 KiB limit. A publish failure is
 returned as a problem for the run's summary and artifact and changes nothing
 else: the results are written and their messages are acknowledged.
 
-Delivery is at least once (a crash between notice and delete sends it again):
-each entry carries its ``request_id`` for subscribers to de-duplicate.
+Delivery is at least once: with a requests table, a request counts as announced
+only once ``notified_at_timestamp`` is written on it after the publish, and a
+redelivered message whose finished requests lack it publishes again before it is
+deleted (``RequestsTable.claim``). Each entry carries its ``request_id`` for
+subscribers to de-duplicate.
 
 Message body::
 
@@ -59,7 +62,12 @@ class CompletionNotices:
         self.failed = 0
 
     def __call__(self, chunks: Sequence[ResultChunk]) -> list[str]:
-        problems = []
+        return self.publish(chunks)[0]
+
+    def publish(self, chunks: Sequence[ResultChunk]) -> tuple[list[str], set[str]]:
+        """Send the notices; (problems, ids of the requests whose notice was not sent)."""
+        problems: list[str] = []
+        unsent: set[str] = set()
         for topic, entries in self.requests_by_topic(chunks).items():
             for message, ids in self.messages(entries):
                 try:
@@ -67,6 +75,7 @@ class CompletionNotices:
                     self.published += 1
                 except (ClientError, BotoCoreError, ValueError) as exc:
                     self.failed += 1
+                    unsent.update(ids)
                     shown = ", ".join(ids[:10]) + (
                         f" and {len(ids) - 10} more" if len(ids) > 10 else ""
                     )
@@ -74,7 +83,12 @@ class CompletionNotices:
                         f"SNS notice to {topic} for {len(ids)} request(s) ({shown}) "
                         f"not sent: {describe_aws_error(exc)}"
                     )
-        return problems
+        return problems, unsent
+
+    def request_id(self, row: dict[str, Any]) -> str:
+        """The id a row's request is announced under (its request id, else its record id)."""
+        request = row.get(self.request_field)
+        return str(row.get("record_id") if request in (None, "") else request)
 
     def requests_by_topic(self, chunks: Sequence[ResultChunk]) -> dict[str, list[dict[str, Any]]]:
         """Topic ARN → one entry per request: its state, image count and errors."""
@@ -84,13 +98,11 @@ class CompletionNotices:
                 topic = row.get(self.topic_field) or self.default_arn
                 if not topic:
                     continue
-                request = row.get(self.request_field)
-                if request in (None, ""):
-                    request = row.get("record_id")
+                raw = row.get(self.request_field)
                 entry = topics.setdefault(str(topic), {}).setdefault(
-                    str(request),
+                    self.request_id(row),
                     {
-                        "request_id": request,
+                        "request_id": row.get("record_id") if raw in (None, "") else raw,
                         "state": RequestState.COMPLETED,
                         "images": 0,
                         "errors": [],

@@ -113,7 +113,12 @@ def box_record_id(record_id: str, index: int) -> str:
 
 
 class RequestState(StrEnum):
-    """A request's state in the requests table: queued → processing → completed | error."""
+    """A request's state in the requests table: queued → processing → completed | error.
+
+    A finished request is announced once ``NOTIFIED`` is set on it: the completion
+    notice was published (or there was none to send). A redelivered message whose
+    requests are finished but not notified publishes before it is deleted.
+    """
 
     QUEUED = "queued"
     PROCESSING = "processing"
@@ -141,4 +146,20 @@ class Claim(StrEnum):
 
     PROCESS = "process"  # work on it
     FINISHED = "finished"  # a late duplicate of finished requests: delete it unprocessed
-    BUSY = "busy"  # another run holds its requests: leave it hidden; that run deletes it
+    BUSY = "busy"  # another run holds its requests: hide it until that run's lease ends
+
+
+#: Requests-table attribute: when the request's completion notice went out.
+NOTIFIED = "notified_at_timestamp"
+#: Requests-table attribute: the end of the claiming run's lease (epoch seconds).
+LEASE_UNTIL = "lease_until"
+#: Seconds a lease ends before its message's invisibility does, so a redelivered
+#: message never meets the lease of the run it was redelivered from.
+LEASE_MARGIN = 2.0
+
+
+class SweepAction(StrEnum):
+    """What the sweep does with a request stuck in ``processing``."""
+
+    ERROR = "error"  # finish it as an error, with the reason
+    REQUEUE = "requeue"  # send it to the queue again, alone, and set it back to queued

@@ -17,6 +17,8 @@ queue with the default settings and the flow's credentials.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -26,7 +28,7 @@ from prefect_aws import AwsCredentials
 from blocks.sqs import SqsQueue
 from infergraph.aws.sqs_leases import InFlight, QueueError, SqsLeases
 from infergraph.blockref import resolve_block
-from infergraph.inference.records import Claim, ImageRecord
+from infergraph.inference.records import LEASE_MARGIN, Claim, ImageRecord
 from infergraph.inference.sources.base import IMAGE_SUFFIXES, Source, SourceError
 from infergraph.inference.sources.messages import DEFAULT_IMAGE_KEYS, MalformedMessage, parse_body
 from infergraph.inference.specs import Spec, parse_spec
@@ -41,6 +43,10 @@ OPTIONS = {
 }
 #: Asked about received messages before their records run (see ``SqsSource.claim``).
 Claimer = Callable[[Mapping[str, Sequence[ImageRecord]], float], dict[str, Claim]]
+#: Told when held messages' invisibility was extended, with the new lease in seconds.
+Renewer = Callable[[Mapping[str, Sequence[ImageRecord]], float], None]
+#: Seconds until the lease that made a message busy ends (None: unknown).
+BusyFor = Callable[[str], float | None]
 
 
 class SqsSource(Source):
@@ -48,10 +54,12 @@ class SqsSource(Source):
 
     ``claim``, when set (the flow sets it to the requests table's), is asked about
     every received message before its records are handed out, with the
-    visibility timeout as the lease: ``process`` it; ``finished`` (a late
-    duplicate of requests already done: the message is deleted unprocessed); or
-    ``busy`` (another run holds its requests: the copy is left alone, hidden,
-    and that run deletes the message).
+    message's remaining invisibility (less ``LEASE_MARGIN``) as the lease:
+    ``process`` it; ``finished`` (a late duplicate of requests already done: the
+    message is deleted unprocessed); or ``busy`` (another run holds its requests:
+    the copy is hidden until that lease ends, per ``busy_for``, else for the
+    visibility timeout, and comes back then). ``renew`` is told whenever the heartbeat
+    extends held messages, so the leases never end later than the invisibility.
     """
 
     def __init__(
@@ -75,6 +83,10 @@ class SqsSource(Source):
         self.received = 0
         self.skipped = 0
         self.claim: Claimer | None = None
+        self.renew: Renewer | None = None
+        self.busy_for: BusyFor | None = None
+        self._groups: dict[str, list[ImageRecord]] = {}
+        self._groups_lock = threading.Lock()
         self._log = run_logger(__name__)
         try:
             self.leases = SqsLeases(queue, self.description)
@@ -137,12 +149,16 @@ class SqsSource(Source):
         decisions = {}
         if self.claim is not None and accepted:
             groups = {mid: records for mid, (_, records) in accepted.items()}
-            decisions = self.claim(groups, self.queue.visibility_timeout)
+            soonest = min(entry.visible_until for entry, _ in accepted.values())
+            decisions = self.claim(groups, soonest - time.monotonic() - LEASE_MARGIN)
         records: list[ImageRecord] = []
         for mid, (entry, group) in accepted.items():
             decision = decisions.get(mid, Claim.PROCESS)
             if decision == Claim.PROCESS:
                 self.leases.hold(mid, entry)
+                if self.renew is not None:
+                    with self._groups_lock:
+                        self._groups[mid] = group
                 records.extend(group)
                 continue
             self.skipped += 1
@@ -150,7 +166,11 @@ class SqsSource(Source):
                 self._log.info("message %s: its requests are already finished; deleting it", mid)
                 self.leases.delete_one(mid, entry.handle)
             else:
-                self._log.info("message %s: another run is processing its requests", mid)
+                wait = self.busy_for(mid) if self.busy_for else None
+                self._log.info("message %s: another run holds its requests", mid)
+                if wait is not None:  # back when that lease ends, not a whole timeout later
+                    seconds = min(float(self.queue.visibility_timeout), wait + LEASE_MARGIN)
+                    self.leases.hide(mid, entry.handle, seconds)
         return records
 
     def _accept(self, message: dict[str, Any]) -> tuple[InFlight, list[ImageRecord]] | None:
@@ -188,6 +208,7 @@ class SqsSource(Source):
 
     def ack(self, groups: Sequence[str]) -> None:
         """Delete these messages: everything they carried is written."""
+        self._forget(groups)
         _, failed = self.leases.delete(groups)
         for mid, reason in failed:
             self.leases.problem(
@@ -197,11 +218,25 @@ class SqsSource(Source):
 
     def nack(self, groups: Sequence[str], reason: str) -> None:
         """Make these messages visible again after the retry delay; the others are untouched."""
+        self._forget(groups)
         self.leases.release(groups, reason)
 
     def heartbeat(self) -> None:
-        """Extend the visibility of messages still in work, at most every few seconds."""
-        self.leases.heartbeat()
+        """Extend the visibility of messages still in work (and their leases, via ``renew``)."""
+        extended = self.leases.heartbeat()
+        if not extended or self.renew is None:
+            return
+        with self._groups_lock:
+            groups = {mid: self._groups[mid] for mid in extended if mid in self._groups}
+        # From the visibility's end as taken before the SQS call, so never later than it.
+        ends = [end for mid in groups if (end := self.leases.visible_until(mid)) > 0]
+        if ends:
+            self.renew(groups, min(ends) - time.monotonic() - LEASE_MARGIN)
+
+    def _forget(self, groups: Sequence[str]) -> None:
+        with self._groups_lock:
+            for mid in groups:
+                self._groups.pop(mid, None)
 
     def close(self) -> None:
         """Release messages received but never finished, so another consumer can take them."""
