@@ -267,3 +267,13 @@ def test_bad_kubernetes_name_fails_before_the_cluster(env, cluster):
     assert result["status"] == "ERROR_NOTIFICATION_SENT"
     assert "namespace: must be a Kubernetes namespace name" in result["reason"]
     assert list(emulator.handler.objects) == []
+
+
+def test_sparql_update_rules_are_refused_by_the_kubernetes_runner():
+    from infergraph.reasoning.jobspec import JobSpec
+
+    fields = {"job_bucket": INPUT, "job_key": "tx", "output_bucket": OUTPUT, **IMAGES}
+    spec = JobSpec.model_validate({**fields, "runner": "kubernetes"})
+    with pytest.raises(ValueError, match=r"01_chain_start\.ru are not RDFox Datalog"):
+        k8s_job.check_rule_formats(["data.nt", "01_chain_start.ru", "q.rq"], spec)
+    k8s_job.check_rule_formats(["data.nt", "rules.dlog", "q.rq"], spec)

@@ -112,6 +112,11 @@ class JobSpec(_Strict):
     restart_policy: Literal["Never", "OnFailure"] = "Never"
     parallelism: int = Field(default=1, ge=1)
     neptune_configuration: NeptuneConfiguration = Field(default_factory=NeptuneConfiguration)
+    accept_empty_results: bool = Field(
+        default=False,
+        description="Let a job whose exports are empty succeed (default: INFERENCE_FAILED, "
+        "since an empty result usually means rules that did not run).",
+    )
 
     @model_validator(mode="after")
     def _runner_needs(self) -> Self:

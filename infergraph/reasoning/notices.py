@@ -78,6 +78,12 @@ def notice_body(job: Job) -> str:
             "Chain counts: "
             + (", ".join(f"{k} {_n(v)}" for k, v in sorted(counts.items())) or "none reported")
         )
+        exported = stats.get("exported") or {}
+        lines.append(
+            f"Exported: {_n(sum(exported.values()) if exported else None)} triples"
+            + (" (" + ", ".join(f"{k} {_n(v)}" for k, v in sorted(exported.items())) + ")")
+            * bool(exported)
+        )
     if load:
         lines.append(f"Load id: {load.get('load_id', 'none')} ({load.get('store', 'graph store')})")
         if overall:
@@ -97,6 +103,8 @@ def notice_body(job: Job) -> str:
                 f"Verified in the graph: {_n(verification.get('count'))} "
                 f"{verification.get('what', '')}".rstrip()
             )
+    warnings = a.get("warnings") or []
+    lines.extend(f"Warning: {w}" for w in warnings)
     errors = _errors(job)
     lines.append("Errors: none" if not errors else "Errors:")
     lines.extend(f"  - {e}" for e in errors[:MAX_LISTED_ERRORS])

@@ -75,6 +75,17 @@ def classify_files(names: list[str], query_texts: dict[str, str], spec: JobSpec)
     return DatasetFiles(sorted(rules), sorted(data), sorted(exports), sorted(counts))
 
 
+def check_rule_formats(names: list[str], spec: JobSpec) -> None:
+    """The reasoner imports RDFox Datalog only: SPARQL Update rules must not be skipped silently."""
+    rules = spec.rules if spec.rules is not None else [n for n in names if n.endswith(".ru")]
+    bad = [name for name in rules if not name.endswith(".dlog")]
+    if bad:
+        raise ValueError(
+            f"rule file(s) {', '.join(bad)} are not RDFox Datalog (*.dlog), which is all the "
+            "kubernetes runner imports: convert them, or use runner 'local'"
+        )
+
+
 def _strip_prologue(text: str) -> str:
     lines = [line for line in text.splitlines() if not line.strip().startswith("#")]
     return re.sub(r"(PREFIX|BASE)\s+\S*\s*<[^>]*>", " ", "\n".join(lines), flags=re.IGNORECASE)

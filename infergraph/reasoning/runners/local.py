@@ -25,6 +25,9 @@ from infergraph.reasoning.jobspec import JobSpec
 from infergraph.reasoning.rdfox_log import TIME_FORMAT
 
 MAX_ROUNDS = 200
+#: Rule files by suffix; a dataset's rule files in any other format are an error, never skipped.
+RULE_FORMATS = {".ru": "SPARQL Update", ".dlog": "RDFox Datalog"}
+RUNNABLE_RULES = frozenset({".ru"})
 DATA_SUFFIXES = {
     ".nt": "N_TRIPLES",
     ".nq": "N_QUADS",
@@ -103,7 +106,8 @@ def _run(
     from pyoxigraph import RdfFormat, Store
 
     files = _dataset_files(spec.dataset_location, credentials)
-    rules = _pick(spec.rules, files, ".ru", spec.dataset_location)
+    rules = _pick(spec.rules, files, tuple(RULE_FORMATS), spec.dataset_location)
+    _check_rule_formats(rules, log)
     queries = _pick(spec.queries, files, ".rq", spec.dataset_location)
     data = sorted(uri for uri in files if _suffix(uri) in DATA_SUFFIXES)
     if not data:
@@ -265,10 +269,26 @@ def _dataset_files(location: str, credentials: AwsCredentials | None) -> list[st
     return [str(p) for p in sorted(folder.rglob("*")) if p.is_file()]
 
 
-def _pick(explicit: list[str] | None, files: list[str], suffix: str, base: str) -> list[str]:
+def _check_rule_formats(rules: list[str], log: _Log) -> None:
+    """Refuse, before any work, rule files this runner would otherwise silently not apply."""
+    bad = [uri for uri in rules if _suffix(uri) not in RUNNABLE_RULES]
+    if bad:
+        kinds = sorted({RULE_FORMATS.get(_suffix(uri), f"'{_suffix(uri)}'") for uri in bad})
+        runs = ", ".join(f"*{s} ({RULE_FORMATS[s]})" for s in sorted(RUNNABLE_RULES))
+        raise LocalRunFailed(
+            f"rule file(s) {', '.join(bad)} are {' / '.join(kinds)}, which the local runner "
+            f"cannot run (it runs {runs}): convert them, or use runner 'kubernetes'",
+            log.text,
+        )
+
+
+def _pick(
+    explicit: list[str] | None, files: list[str], suffix: str | tuple[str, ...], base: str
+) -> list[str]:
     """The jobspec's list (relative names resolved against the dataset), else all ``*suffix``."""
+    suffixes = (suffix,) if isinstance(suffix, str) else suffix
     if explicit is None:
-        return sorted(uri for uri in files if _suffix(uri) == suffix)
+        return sorted(uri for uri in files if _suffix(uri) in suffixes)
     picked = []
     for name in explicit:
         uri = name if is_s3_uri(name) or name.startswith("/") else base + name
