@@ -115,8 +115,11 @@ def schedule_reasoning_job(
         jobspec_uri=uri,
         runner=spec.runner,
         jobspec=spec.model_dump(mode="json"),
+        jobspec_warnings=spec.warnings() or None,
     )
     job = store.update(job, output_prefix=spec.output_prefix(job.job_id))
+    for warning in job.get("jobspec_warnings") or []:
+        logger.warning("jobspec %s: %s", uri, warning)
     logger.info("job %s created from %s (runner %s)", job.job_id, uri, spec.runner)
     if spec.runner == "kubernetes":
         try:

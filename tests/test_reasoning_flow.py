@@ -116,9 +116,9 @@ def test_local_chain_end_to_end(env):
             "requested_cores: Input should be a valid integer",
         ),
         (
-            json.dumps(jobspec(neptune_configuration={"failOnError": False})),
+            json.dumps(jobspec(requested_cores=0, output_bucket="Bad_Bucket")),
             "transactions",
-            "neptune_configuration.failOnError: unknown key (did you mean 'fail_on_error'?)",
+            "requested_cores: Input should be greater than or equal to 1",
         ),
         (
             json.dumps({"job_bucket": INPUT, "job_key": "transactions"}),
@@ -128,7 +128,7 @@ def test_local_chain_end_to_end(env):
         ('{"job_key": "transactions", ', INVALID_JOBSPEC_DATASET, "not valid JSON"),
         (json.dumps({"output_bucket": OUTPUT}), INVALID_JOBSPEC_DATASET, "job_key: required"),
     ],
-    ids=["wrong-type", "unknown-key", "missing-field", "not-json", "no-dataset"],
+    ids=["wrong-type", "bad-values", "missing-field", "not-json", "no-dataset"],
 )
 def test_bad_jobspec_is_recorded_and_notified(env, body, dataset, expected):
     key = "jobs/bad.rdfoxjob.json"

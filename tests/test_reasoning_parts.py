@@ -91,13 +91,13 @@ URI = "s3://in/jobs/x.rdfoxjob.json"
 
 def test_jobspec_defaults_are_the_reference_defaults():
     spec = parse_jobspec(
-        json.dumps({"job_bucket": "in", "job_key": "ds", "output_bucket": "out"}), URI
+        json.dumps({"job_bucket": "inp", "job_key": "ds", "output_bucket": "out"}), URI
     )
     assert (spec.requested_cores, spec.requested_memory) == (4, "2Gi")
     assert (spec.license_secret_name, spec.auto_shutdown) == ("rdfox-license", False)
     assert (spec.namespace, spec.service_account) == ("ns-rdfox", "rdfox-service-account")
     assert (spec.rdfox_port, spec.restart_policy, spec.parallelism) == (12110, "Never", 1)
-    assert spec.runner == "local" and spec.dataset_location == "s3://in/ds/"
+    assert spec.runner == "local" and spec.dataset_location == "s3://inp/ds/"
     cfg = spec.neptune_configuration
     assert (cfg.source_format, cfg.mode, cfg.fail_on_error, cfg.parallelism) == (
         "ntriples",
@@ -111,37 +111,41 @@ def test_jobspec_defaults_are_the_reference_defaults():
     ("body", "message"),
     [
         (
-            {"job_key": "ds", "output_bucket": "o", "job_bucket": "b", "auto_shutdown": "yes"},
+            {"job_key": "ds", "output_bucket": "out", "job_bucket": "inp", "auto_shutdown": "yes"},
             "auto_shutdown: Input should be a valid boolean",
         ),
         (
-            {"job_key": "ds", "output_bucket": "o", "job_bucket": "b", "rdfox_port": 70000},
+            {"job_key": "ds", "output_bucket": "out", "job_bucket": "inp", "rdfox_port": 70000},
             "rdfox_port: Input should be less than or equal to 65535",
         ),
         (
-            {"job_key": "ds", "output_bucket": "o"},
+            {"job_key": "ds", "output_bucket": "out"},
             "job_bucket: required unless dataset_uri is given",
         ),
         (
-            {"job_key": "a/b", "output_bucket": "o", "job_bucket": "b"},
+            {"job_key": "a/b", "output_bucket": "out", "job_bucket": "inp"},
             "job_key: must be 1-63 letters",
         ),
         (
-            {"job_key": "ds", "output_bucket": "o", "job_bucket": "b", "runner": "kubernetes"},
+            {"job_key": "ds", "output_bucket": "out", "job_bucket": "inp", "runner": "kubernetes"},
             "init_container_image, publisher_container_image",
         ),
         (
             {
                 "job_key": "ds",
-                "output_bucket": "o",
-                "job_bucket": "b",
+                "output_bucket": "out",
+                "job_bucket": "inp",
                 "neptune_configuration": {"source_format": "xml"},
             },
             "neptune_configuration.source_format: Input should be",
         ),
         (
-            {"job_key": "ds", "output_bucket": "o", "job_bucket": "b", "nameSpace": "x"},
-            "nameSpace: unknown key (did you mean 'namespace'?)",
+            {"job_key": "ds", "output_bucket": "out", "job_bucket": "inp", "requested_cores": -4},
+            "requested_cores: Input should be greater than or equal to 1",
+        ),
+        (
+            {"job_key": "ds", "output_bucket": "out", "job_bucket": "In_Bucket"},
+            "job_bucket: must be an S3 bucket name",
         ),
     ],
 )
@@ -158,7 +162,7 @@ def kube_spec():
     return parse_jobspec(
         json.dumps(
             {
-                "job_bucket": "in",
+                "job_bucket": "inp",
                 "job_key": "Big_Data.v2",
                 "output_bucket": "out",
                 "runner": "kubernetes",

@@ -103,8 +103,8 @@ def notice_body(job: Job) -> str:
                 f"Verified in the graph: {_n(verification.get('count'))} "
                 f"{verification.get('what', '')}".rstrip()
             )
-    warnings = a.get("warnings") or []
-    lines.extend(f"Warning: {w}" for w in warnings)
+    lines.extend(f"Warning: {w}" for w in a.get("warnings") or [])
+    lines.extend(f"Jobspec warning: {w}" for w in a.get("jobspec_warnings") or [])
     errors = _errors(job)
     lines.append("Errors: none" if not errors else "Errors:")
     lines.extend(f"  - {e}" for e in errors[:MAX_LISTED_ERRORS])
