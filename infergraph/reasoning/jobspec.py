@@ -136,7 +136,9 @@ class NeptuneConfiguration(_Spec):
 class JobSpec(_Spec):
     """One reasoning job: where the dataset is, how to reason over it, where results go."""
 
-    job_bucket: Bucket | None = Field(default=None, description="Bucket holding the dataset folder.")
+    job_bucket: Bucket | None = Field(
+        default=None, description="Bucket holding the dataset folder."
+    )
     job_key: Dataset = Field(
         description="The dataset name: the folder s3://{job_bucket}/{job_key}/."
     )
