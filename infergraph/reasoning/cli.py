@@ -52,13 +52,21 @@ def main(
     example.add_argument("dest")
     example.add_argument("--triples", type=int, default=10_000)
     example.add_argument("--seed", type=int, default=42)
+    example.add_argument(
+        "--rules",
+        choices=["datalog", "sparql"],
+        default="datalog",
+        help="rule form: RDFox Datalog (*.dlog, both runners) or SPARQL Update (*.ru, local)",
+    )
     args = parser.parse_args(argv)
     common = {"jobs_table": args.jobs_table, "notices": args.notices}
     if args.command == "example":
         from infergraph.reasoning.examples import write_example
 
         creds = credentials_block(args.aws_credentials)
-        data = write_example(args.dest, args.triples, args.seed, credentials=creds)
+        data = write_example(
+            args.dest, args.triples, args.seed, credentials=creds, rules=args.rules
+        )
         print(f"wrote {data.triple_count} triples, rules and queries to {args.dest}")
         return 0
     if args.command == "schedule":
