@@ -37,6 +37,24 @@ class NeptuneCluster(Block):
     credentials: AwsCredentials = Field(
         default_factory=AwsCredentials, description="AWS credentials that sign the requests."
     )
+    inference_timeout_minutes: float = Field(
+        default=1440,
+        gt=0,
+        description="Default limit for a job to stay SCHEDULED (reasoning) before it fails; "
+        "a jobspec's inference_timeout_minutes overrides it.",
+    )
+    load_timeout_minutes: float = Field(
+        default=720,
+        gt=0,
+        description="Default limit for a bulk load to stay in progress before it is cancelled; "
+        "a jobspec's load_timeout_minutes overrides it.",
+    )
+    log_grace_minutes: float = Field(
+        default=15,
+        gt=0,
+        description="How long after its Kubernetes Job succeeded a job may still publish "
+        "rdfox.log before it counts as finished without a log.",
+    )
 
     @field_validator("endpoint")
     @classmethod

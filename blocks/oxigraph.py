@@ -31,6 +31,24 @@ class OxigraphStore(Block):
     credentials: AwsCredentials = Field(
         default_factory=AwsCredentials, description="AWS credentials for reading the S3 sources."
     )
+    inference_timeout_minutes: float = Field(
+        default=1440,
+        gt=0,
+        description="Default limit for a job to stay SCHEDULED (reasoning) before it fails; "
+        "a jobspec's inference_timeout_minutes overrides it.",
+    )
+    load_timeout_minutes: float = Field(
+        default=720,
+        gt=0,
+        description="Default limit for a bulk load to stay in progress before it is cancelled; "
+        "a jobspec's load_timeout_minutes overrides it.",
+    )
+    log_grace_minutes: float = Field(
+        default=15,
+        gt=0,
+        description="How long after its Kubernetes Job succeeded a job may still publish "
+        "rdfox.log before it counts as finished without a log.",
+    )
 
     @model_validator(mode="after")
     def _one_location(self) -> Self:

@@ -103,7 +103,7 @@ def test_local_chain_end_to_end(env):
 
     # Nothing is left to refresh or notify: a second refresh sends nothing.
     later = refresh_bulk_loads(**_flows(env), graph_store=env.graph)
-    assert later == {"inference_failed": [], "refreshed": [], "notified": []}
+    assert later == {"inference_failed": [], "refreshed": [], "timed_out": [], "notified": []}
     assert env.notices(wait=0) == []
 
 

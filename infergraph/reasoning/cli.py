@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from infergraph.aws.storage import split_s3_uri
+from infergraph.reasoning.jobs import dataset_of_job_id
 from infergraph.reasoning.steps import (
     DEFAULT_GRAPH_STORE,
     DEFAULT_JOBS_TABLE,
@@ -22,6 +23,7 @@ def main(
     schedule_reasoning_job: Any,
     process_inference: Any,
     refresh_bulk_loads: Any,
+    cancel_reasoning_job: Any = None,
     argv: list[str] | None = None,
 ) -> int:
     """Parse ``argv`` and run one of the flows (passed in: the library never imports flows)."""
@@ -45,7 +47,9 @@ def main(
     )
     process = sub.add_parser("process", help="process s3://BUCKET/{dataset}/{job_id}/rdfox.log")
     process.add_argument("uri")
-    sub.add_parser("refresh", help="refresh bulk loads and send notices")
+    sub.add_parser("refresh", help="refresh bulk loads, enforce timeouts and send notices")
+    cancel = sub.add_parser("cancel", help="cancel a job (its Kubernetes Job or its bulk load)")
+    cancel.add_argument("job_id", help="e.g. transactions_2024-05-01_000")
     example = sub.add_parser(
         "example", help="write the example dataset to a folder or s3:// prefix"
     )
@@ -89,11 +93,26 @@ def main(
             graph_store=args.graph_store,
             aws_credentials=args.aws_credentials,
         )
+    elif args.command == "cancel":
+        try:
+            dataset_of_job_id(args.job_id)
+        except ValueError as exc:
+            parser.error(str(exc))
+        result = cancel_reasoning_job(
+            args.job_id,
+            **common,
+            graph_store=args.graph_store,
+            kubernetes_credentials=args.kubernetes_credentials,
+        )
+        if result.get("refused"):
+            print(f"not cancelled: {result['refused']}")
+            return 1
     else:
         result = refresh_bulk_loads(
             **common,
             graph_store=args.graph_store,
             kubernetes_credentials=args.kubernetes_credentials,
+            aws_credentials=args.aws_credentials,
         )
     print(json.dumps(result, indent=2, default=str))
     return 0

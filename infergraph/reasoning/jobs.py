@@ -139,6 +139,16 @@ class Job:
         return self.attrs.get(name, default)
 
 
+def dataset_of_job_id(job_id: str) -> str:
+    """``transactions_2024-05-01_000`` → ``transactions`` (dataset names may hold the delimiter)."""
+    parts = job_id.rsplit(DELIMITER, 2)
+    if len(parts) != 3 or not parts[0]:
+        raise ValueError(
+            f"{job_id!r} is not a job id ({{dataset}}{DELIMITER}YYYY-MM-DD{DELIMITER}NNN)"
+        )
+    return parts[0]
+
+
 def split_job_id(job_id: str, dataset: str) -> str:
     """The sort key (``YYYY-MM-DD_NNN``) of ``job_id``, which must belong to ``dataset``."""
     prefix = f"{dataset}{DELIMITER}"

@@ -176,6 +176,12 @@ class JobSpec(_Spec):
     restart_policy: Literal["Never", "OnFailure"] = "Never"
     parallelism: int = Field(default=1, ge=1)
     neptune_configuration: NeptuneConfiguration = Field(default_factory=NeptuneConfiguration)
+    inference_timeout_minutes: float | None = Field(
+        default=None, gt=0, description="Limit on SCHEDULED; default: the graph store block's."
+    )
+    load_timeout_minutes: float | None = Field(
+        default=None, gt=0, description="Limit on the bulk load; default: the graph store block's."
+    )
     accept_empty_results: Flag = Field(
         default=False,
         description="Let a job whose exports are empty succeed (default: INFERENCE_FAILED, "

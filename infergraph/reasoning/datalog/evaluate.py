@@ -1,12 +1,14 @@
 """Run parsed Datalog rules on a pyoxigraph store: SPARQL Update, stratified and semi-naive.
 
-Each rule becomes ``INSERT { GRAPH <new> { head } } WHERE { body }``. Rules are split
-into strata so a negated or aggregated predicate is complete before it is read. Within
-a stratum the first round runs every rule on everything; later rounds run only the
-rules that read a predicate which changed in the last round, once per such body atom,
-with that atom matched against just the last round's new facts (graph ``<delta>``). A
-chain of length n is then extended from the n-1 chains found last round instead of
-re-deriving every chain every round, which is what made the SPARQL rules slow.
+Each rule becomes one ``INSERT { head, and head again in <next> } WHERE { body, FILTER
+NOT EXISTS { head } }``: facts go straight into the store, and whatever a rule adds is
+also written to the round's ``<next>`` delta graph (a derivation whose whole head is
+already known adds nothing, so rounds end). Rules are split into strata so a negated or
+aggregated predicate is complete before it is read. Within a stratum the first round
+runs every rule on everything; later rounds run only the rules that read a predicate
+which changed in the last round, restricted to derivations that use a last-round fact
+(graph ``<delta>``). A chain of length n is then extended from the chains found last
+round instead of re-deriving every chain every round, which made the SPARQL rules slow.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from infergraph.reasoning.datalog.parse import (
     Rule,
 )
 
-DELTA = "urn:infergraph:datalog:delta"
-NEW = "urn:infergraph:datalog:new"
-#: ``<s> <touched> <touched>`` in ``<delta>``: ``s`` is the subject of a fact new last round.
+#: The two delta graphs swap roles each round: one is read (last round's facts), one written.
+DELTAS = ("urn:infergraph:datalog:delta-a", "urn:infergraph:datalog:delta-b")
+#: ``<s> <touched> <touched>`` in a delta graph: ``s`` is the subject of a fact added then.
 TOUCHED = "urn:infergraph:datalog:touched"
 ANY = "*"
 
@@ -123,26 +125,30 @@ def _overlap(a: str, b: str) -> bool:
     return a.split(" ", 1)[0] == b.split(" ", 1)[0] and (" " not in a or " " not in b)
 
 
-def rule_update(rule: Rule, delta: tuple[int, ...] = ()) -> str:
+def rule_update(
+    rule: Rule, delta: tuple[int, ...] = (), read: str = DELTAS[0], write: str = DELTAS[1]
+) -> str:
     """The SPARQL Update of ``rule``; with ``delta`` (body atom indexes), only derivations
-    that use a last-round fact in one of those atoms.
+    that use a fact of graph ``read`` in one of those atoms. New facts also go to ``write``.
 
-    One atom: it reads ``<delta>`` instead of the store. Several on one subject variable:
-    that subject must be one touched last round (a marker triple in ``<delta>``), and the
+    One atom: it reads ``read`` instead of the store. Several on one subject variable:
+    that subject must be one touched last round (a marker triple in ``read``), and the
     whole body reads the store, so a star of atoms on one new subject is one query, not
     one per atom (a superset of the derivations, and still proportional to the delta).
     """
     head = " ".join(a.sparql() for a in rule.head)
+    subjects = sorted({a.s for a in rule.head})
+    touched = " ".join(f"{s} <{TOUCHED}> <{TOUCHED}> ." for s in subjects)
     positive = [lit for lit in rule.body if isinstance(lit, Atom)]
     parts = []
     if len(delta) > 1:
         subject = shared_subject(rule, delta)
         if subject is None:
             raise ValueError("several delta atoms need one subject variable")
-        parts.append(f"GRAPH <{DELTA}> {{ {subject} <{TOUCHED}> <{TOUCHED}> . }}")
+        parts.append(f"GRAPH <{read}> {{ {subject} <{TOUCHED}> <{TOUCHED}> . }}")
         delta = ()
     if delta:
-        parts.append(f"GRAPH <{DELTA}> {{ {positive[delta[0]].sparql()} }}")
+        parts.append(f"GRAPH <{read}> {{ {positive[delta[0]].sparql()} }}")
     for i, atom in enumerate(positive):
         if i not in delta:
             parts.append(atom.sparql())
@@ -162,7 +168,10 @@ def rule_update(rule: Rule, delta: tuple[int, ...] = ()) -> str:
         elif isinstance(lit, Negation):
             inner = " ".join(a.sparql() for a in lit.atoms)
             parts.append(f"FILTER NOT EXISTS {{ {inner} }}")
-    return f"INSERT {{ GRAPH <{NEW}> {{ {head} }} }} WHERE {{ {' '.join(parts)} }}"
+    parts.append(f"FILTER NOT EXISTS {{ {head} }}")
+    return (
+        f"INSERT {{ {head} GRAPH <{write}> {{ {head} {touched} }} }} WHERE {{ {' '.join(parts)} }}"
+    )
 
 
 def materialise_datalog(store: Any, programs: list[Program], max_rounds: int) -> int:
@@ -170,60 +179,45 @@ def materialise_datalog(store: Any, programs: list[Program], max_rounds: int) ->
     strata = compile_program(programs)
     rounds = 0
     for stratum in strata:
+        read, write = DELTAS
         changed: set[str] | None = None  # None: the stratum's first round, run everything
         while changed is None or changed:
             rounds += 1
             if rounds > max_rounds:
                 raise FixpointNotReached(max_rounds, len(store))
             for c in stratum:
-                _apply(store, c, changed)
-            changed = _promote(store)
-        store.update(f"CLEAR SILENT GRAPH <{DELTA}>")
+                _apply(store, c, changed, read, write)
+            store.update(f"CLEAR SILENT GRAPH <{read}>")
+            changed = _changed(store, write)
+            read, write = write, read
+        store.update(f"CLEAR SILENT GRAPH <{read}>")
     return rounds
 
 
-def _apply(store: Any, c: _Compiled, changed: set[str] | None) -> None:
+def _apply(store: Any, c: _Compiled, changed: set[str] | None, read: str, write: str) -> None:
     rule = c.rule
     try:
-        if not rule.body:
-            if changed is None:
-                store.update(rule_update(rule))
-            return
         if changed is None:
-            store.update(rule_update(rule))
+            store.update(rule_update(rule, (), read, write))
+            return
+        if not rule.body:
             return
         hit = tuple(
             i for i, atom in enumerate(rule.positive) if any(_overlap(atom.key, k) for k in changed)
         )
         if len(hit) > 1 and shared_subject(rule, hit):
-            store.update(rule_update(rule, hit))
+            store.update(rule_update(rule, hit, read, write))
         else:
             for i in hit:
-                store.update(rule_update(rule, (i,)))
+                store.update(rule_update(rule, (i,), read, write))
     except SyntaxError as exc:  # an expression SPARQL rejects: still the rule's fault
         raise DatalogError(rule.file, rule.line, 1, f"rule does not translate: {exc}") from None
 
 
-def shared_subject(rule: Rule, atoms: tuple[int, ...]) -> str | None:
-    subjects = {rule.positive[i].s for i in atoms}
-    subject = subjects.pop() if len(subjects) == 1 else None
-    return subject if subject and subject.startswith("?") else None
-
-
-def _promote(store: Any) -> set[str]:
-    """Move this round's genuinely new facts into the store and ``<delta>`` (with a marker
-    per touched subject); returns the keys that changed. All in SPARQL: the NOT EXISTS is
-    an index lookup per new fact, where a Python loop costs ~10x more."""
-    store.update(
-        f"CLEAR SILENT GRAPH <{DELTA}> ; "
-        f"INSERT {{ ?s ?p ?o . GRAPH <{DELTA}> {{ ?s ?p ?o }} }} "
-        f"WHERE {{ GRAPH <{NEW}> {{ ?s ?p ?o }} FILTER NOT EXISTS {{ ?s ?p ?o }} }} ; "
-        f"CLEAR SILENT GRAPH <{NEW}> ; "
-        f"INSERT {{ GRAPH <{DELTA}> {{ ?s <{TOUCHED}> <{TOUCHED}> }} }} "
-        f"WHERE {{ SELECT DISTINCT ?s WHERE {{ GRAPH <{DELTA}> {{ ?s ?p ?o }} }} }}"
-    )
+def _changed(store: Any, graph: str) -> set[str]:
+    """The keys (predicate, or rdf:type and class) of the facts in delta ``graph``."""
     rows = store.query(
-        f"SELECT DISTINCT ?p ?c WHERE {{ GRAPH <{DELTA}> {{ ?s ?p ?o }} "
+        f"SELECT DISTINCT ?p ?c WHERE {{ GRAPH <{graph}> {{ ?s ?p ?o }} "
         f"FILTER(?p != <{TOUCHED}>) BIND(IF(?p = <{RDF_TYPE}> && isIRI(?o), ?o, ?none) AS ?c) }}"
     )
     changed = set()
@@ -233,3 +227,9 @@ def _promote(store: Any) -> set[str]:
             f"<{predicate.value}> <{cls.value}>" if cls is not None else f"<{predicate.value}>"
         )
     return changed
+
+
+def shared_subject(rule: Rule, atoms: tuple[int, ...]) -> str | None:
+    subjects = {rule.positive[i].s for i in atoms}
+    subject = subjects.pop() if len(subjects) == 1 else None
+    return subject if subject and subject.startswith("?") else None

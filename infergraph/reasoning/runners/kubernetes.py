@@ -398,3 +398,19 @@ def job_outcome(name: str, namespace: str, credentials: KubernetesCredentials | 
                         detail += f": {term.message.strip()[:300]}"
                     why.append(detail)
         return JobOutcome("failed", "; ".join(why))
+
+
+def delete_job(name: str, namespace: str, credentials: KubernetesCredentials | None) -> bool:
+    """Delete the Job and its pods; False if it was already gone."""
+    from kubernetes import client
+
+    with api_client(credentials) as api:
+        try:
+            client.BatchV1Api(api).delete_namespaced_job(
+                name, namespace, propagation_policy="Background"
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+    return True
