@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from infergraph.reasoning.datalog.parse import (
-    RDF_TYPE,
     Aggregate,
     Atom,
     Bind,
@@ -31,7 +30,9 @@ from infergraph.reasoning.datalog.parse import (
 
 #: The two delta graphs swap roles each round: one is read (last round's facts), one written.
 DELTAS = ("urn:infergraph:datalog:delta-a", "urn:infergraph:datalog:delta-b")
-#: ``<s> <touched> <touched>`` in a delta graph: ``s`` is the subject of a fact added then.
+#: ``<s> <touched> <touched>`` in a delta graph: ``s`` is the subject of a fact added then;
+#: ``<fired:N> <fired> <fired>``: rule N added facts then.
+FIRED = "urn:infergraph:datalog:fired"
 TOUCHED = "urn:infergraph:datalog:touched"
 ANY = "*"
 
@@ -125,32 +126,37 @@ def _overlap(a: str, b: str) -> bool:
     return a.split(" ", 1)[0] == b.split(" ", 1)[0] and (" " not in a or " " not in b)
 
 
-def rule_update(
-    rule: Rule, delta: tuple[int, ...] = (), read: str = DELTAS[0], write: str = DELTAS[1]
-) -> str:
-    """The SPARQL Update of ``rule``; with ``delta`` (body atom indexes), only derivations
-    that use a fact of graph ``read`` in one of those atoms. New facts also go to ``write``.
+@dataclass(frozen=True)
+class Delta:
+    """How a re-run rule meets last round's facts (graph ``read``; new ones go to ``write``).
 
-    One atom: it reads ``read`` instead of the store. Several on one subject variable:
-    that subject must be one touched last round (a marker triple in ``read``), and the
-    whole body reads the store, so a star of atoms on one new subject is one query, not
-    one per atom (a superset of the derivations, and still proportional to the delta).
+    ``subject``: the body's recursive atoms share this subject, which must be one touched
+    last round (a marker in ``read``), so a star of atoms on a new subject is one query,
+    not one per atom. ``atom``: that body atom reads ``read`` instead of the store.
     """
+
+    read: str
+    write: str
+    subject: str | None = None
+    atom: int | None = None
+
+
+def rule_update(
+    rule: Rule, delta: Delta | None = None, marker: str = "", facts: set[str] | None = None
+) -> str:
+    """The SPARQL Update of ``rule``: head into the store; with ``delta``, only derivations
+    using last round's facts, and what is new also noted in ``delta.write``: each head
+    subject touched, ``marker`` (the rule fired), and the facts whose keys are in ``facts``
+    (those a non-star rule reads from the delta)."""
     head = " ".join(a.sparql() for a in rule.head)
-    subjects = sorted({a.s for a in rule.head})
-    touched = " ".join(f"{s} <{TOUCHED}> <{TOUCHED}> ." for s in subjects)
     positive = [lit for lit in rule.body if isinstance(lit, Atom)]
     parts = []
-    if len(delta) > 1:
-        subject = shared_subject(rule, delta)
-        if subject is None:
-            raise ValueError("several delta atoms need one subject variable")
-        parts.append(f"GRAPH <{read}> {{ {subject} <{TOUCHED}> <{TOUCHED}> . }}")
-        delta = ()
-    if delta:
-        parts.append(f"GRAPH <{read}> {{ {positive[delta[0]].sparql()} }}")
+    if delta is not None and delta.subject is not None:
+        parts.append(f"GRAPH <{delta.read}> {{ {delta.subject} <{TOUCHED}> <{TOUCHED}> . }}")
+    elif delta is not None and delta.atom is not None:
+        parts.append(f"GRAPH <{delta.read}> {{ {positive[delta.atom].sparql()} }}")
     for i, atom in enumerate(positive):
-        if i not in delta:
+        if delta is None or i != delta.atom:
             parts.append(atom.sparql())
     for lit in rule.body:
         if isinstance(lit, Aggregate):
@@ -169,67 +175,85 @@ def rule_update(
             inner = " ".join(a.sparql() for a in lit.atoms)
             parts.append(f"FILTER NOT EXISTS {{ {inner} }}")
     parts.append(f"FILTER NOT EXISTS {{ {head} }}")
-    return (
-        f"INSERT {{ {head} GRAPH <{write}> {{ {head} {touched} }} }} WHERE {{ {' '.join(parts)} }}"
-    )
+    noted = ""
+    if delta is not None:
+        kept = [a for a in rule.head if any(_overlap(a.key, k) for k in facts or ())]
+        touched = " ".join(
+            f"{s} <{TOUCHED}> <{TOUCHED}> ." for s in sorted({a.s for a in rule.head})
+        )
+        fired = f"<{marker}> <{FIRED}> <{FIRED}> ." if marker else ""
+        noted = (
+            f"GRAPH <{delta.write}> {{ {' '.join(a.sparql() for a in kept)} {touched} {fired} }}"
+        )
+    return f"INSERT {{ {head} {noted} }} WHERE {{ {' '.join(parts)} }}"
 
 
 def materialise_datalog(store: Any, programs: list[Program], max_rounds: int) -> int:
     """Run every stratum to its fixpoint; returns the rounds used (over all strata)."""
-    strata = compile_program(programs)
     rounds = 0
-    for stratum in strata:
+    for stratum in compile_program(programs):
+        recursive = {k for c in stratum for k in c.writes}
+        stars = {id(c): _star(c.rule, recursive) for c in stratum}
+        # Facts a rule reads atom by atom must be in the delta; star rules need only markers.
+        facts = {
+            k
+            for c in stratum
+            if stars[id(c)] is None
+            for a in c.rule.positive
+            if any(_overlap(a.key, r) for r in recursive)
+            for k in [a.key]
+        }
+        markers = {f"{FIRED}:{i}": c for i, c in enumerate(stratum)}
         read, write = DELTAS
         changed: set[str] | None = None  # None: the stratum's first round, run everything
         while changed is None or changed:
             rounds += 1
             if rounds > max_rounds:
                 raise FixpointNotReached(max_rounds, len(store))
-            for c in stratum:
-                _apply(store, c, changed, read, write)
+            for marker, c in markers.items():
+                _apply(store, c, changed, Delta(read, write), marker, facts, stars[id(c)])
             store.update(f"CLEAR SILENT GRAPH <{read}>")
-            changed = _changed(store, write)
+            changed = _changed(store, write, markers)
             read, write = write, read
         store.update(f"CLEAR SILENT GRAPH <{read}>")
     return rounds
 
 
-def _apply(store: Any, c: _Compiled, changed: set[str] | None, read: str, write: str) -> None:
+def _star(rule: Rule, recursive: set[str]) -> str | None:
+    """The subject variable every recursive body atom shares, if there is one."""
+    atoms = [a for a in rule.positive if any(_overlap(a.key, k) for k in recursive)]
+    subjects = {a.s for a in atoms}
+    subject = subjects.pop() if len(subjects) == 1 else None
+    return subject if subject and subject.startswith("?") else None
+
+
+def _apply(
+    store: Any,
+    c: _Compiled,
+    changed: set[str] | None,
+    delta: Delta,
+    marker: str,
+    facts: set[str],
+    star: str | None,
+) -> None:
     rule = c.rule
     try:
-        if changed is None:
-            store.update(rule_update(rule, (), read, write))
+        if changed is None:  # first round: the whole body, on everything
+            store.update(rule_update(rule, Delta(delta.read, delta.write), marker, facts))
             return
-        if not rule.body:
+        hit = [i for i, a in enumerate(rule.positive) if any(_overlap(a.key, k) for k in changed)]
+        if hit and star is not None:
+            variant = Delta(delta.read, delta.write, subject=star)
+            store.update(rule_update(rule, variant, marker, facts))
             return
-        hit = tuple(
-            i for i, atom in enumerate(rule.positive) if any(_overlap(atom.key, k) for k in changed)
-        )
-        if len(hit) > 1 and shared_subject(rule, hit):
-            store.update(rule_update(rule, hit, read, write))
-        else:
-            for i in hit:
-                store.update(rule_update(rule, (i,), read, write))
+        for i in hit:
+            variant = Delta(delta.read, delta.write, atom=i)
+            store.update(rule_update(rule, variant, marker, facts))
     except SyntaxError as exc:  # an expression SPARQL rejects: still the rule's fault
         raise DatalogError(rule.file, rule.line, 1, f"rule does not translate: {exc}") from None
 
 
-def _changed(store: Any, graph: str) -> set[str]:
-    """The keys (predicate, or rdf:type and class) of the facts in delta ``graph``."""
-    rows = store.query(
-        f"SELECT DISTINCT ?p ?c WHERE {{ GRAPH <{graph}> {{ ?s ?p ?o }} "
-        f"FILTER(?p != <{TOUCHED}>) BIND(IF(?p = <{RDF_TYPE}> && isIRI(?o), ?o, ?none) AS ?c) }}"
-    )
-    changed = set()
-    for row in rows:
-        predicate, cls = row["p"], row["c"]
-        changed.add(
-            f"<{predicate.value}> <{cls.value}>" if cls is not None else f"<{predicate.value}>"
-        )
-    return changed
-
-
-def shared_subject(rule: Rule, atoms: tuple[int, ...]) -> str | None:
-    subjects = {rule.positive[i].s for i in atoms}
-    subject = subjects.pop() if len(subjects) == 1 else None
-    return subject if subject and subject.startswith("?") else None
+def _changed(store: Any, graph: str, markers: dict[str, _Compiled]) -> set[str]:
+    """The head keys of the rules that added facts this round (their markers in ``graph``)."""
+    rows = store.query(f"SELECT ?m WHERE {{ GRAPH <{graph}> {{ ?m <{FIRED}> <{FIRED}> }} }}")
+    return {k for row in rows for k in markers[row["m"].value].writes}
