@@ -92,7 +92,9 @@ def test_block_supplies_role_and_region_defaults(neptune):
     loader.start(build_load_request(spec(), "s3://out/ds/j/data/", *loader.defaults()))
     body = json.loads(neptune.requests[0]["body"])
     assert body["iamRoleArn"] == ROLE and body["region"] == "eu-west-1"
-    assert body["format"] == "ntriples" and body["failOnError"] is True
+    # The reference's deployment-wide loader settings are the default.
+    assert body["format"] == "turtle" and body["failOnError"] is False
+    assert body["updateSingleCardinalityProperties"] is True and body["queueRequest"] is True
     assert "parserConfiguration" not in body and "dependencies" not in body
 
 

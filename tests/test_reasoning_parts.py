@@ -15,7 +15,13 @@ from blocks.oxigraph import OxigraphStore
 from infergraph.aws.clients import aws_client
 from infergraph.reasoning.jobs import Job, JobStatus
 from infergraph.reasoning.jobspec import JobSpecError, parse_jobspec
-from infergraph.reasoning.loaders import LoadRefused, LoadRequest, OxigraphLoader
+from infergraph.reasoning.loaders import (
+    LoadRefused,
+    LoadRequest,
+    OxigraphLoader,
+    build_load_request,
+)
+from infergraph.reasoning.loaders.base import block_loader_defaults
 from infergraph.reasoning.notices import notice_body, notice_subject
 from infergraph.reasoning.rdfox_log import LogParseError, human_duration, parse_rdfox_log
 from infergraph.reasoning.runners import kubernetes as k8s_job
@@ -99,12 +105,28 @@ def test_jobspec_defaults_are_the_reference_defaults():
     assert (spec.rdfox_port, spec.restart_policy, spec.parallelism) == (12110, "Never", 1)
     assert spec.runner == "local" and spec.dataset_location == "s3://inp/ds/"
     cfg = spec.neptune_configuration
-    assert (cfg.source_format, cfg.mode, cfg.fail_on_error, cfg.parallelism) == (
-        "ntriples",
-        "AUTO",
-        True,
-        "HIGH",
+    # Loader settings left out of a jobspec come from the graph store block, whose defaults
+    # are the reference's.
+    assert (cfg.source_format, cfg.mode, cfg.fail_on_error, cfg.parallelism) == (None,) * 4
+    request = build_load_request(spec, "s3://out/ds/j/data/", defaults=None)
+    assert (request.format, request.fail_on_error, request.queue_request) == ("turtle", False, True)
+    assert request.update_single_cardinality_properties is True
+    block = OxigraphStore(path="/tmp/x", fail_on_error=True, source_format="ntriples")
+    request = build_load_request(spec, "s3://out/ds/j/data/", defaults=block_loader_defaults(block))
+    assert (request.format, request.fail_on_error) == ("ntriples", True)
+    spec = parse_jobspec(
+        json.dumps(
+            {
+                "job_bucket": "inp",
+                "job_key": "ds",
+                "output_bucket": "out",
+                "neptune_configuration": {"fail_on_error": "false"},
+            }
+        ),
+        URI,
     )
+    request = build_load_request(spec, "s3://out/ds/j/data/", defaults=block_loader_defaults(block))
+    assert request.fail_on_error is False  # the jobspec overrides the block
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,8 @@ class _Spec(BaseModel):
 def _choices(annotation: Any) -> tuple[str, ...]:
     if get_origin(annotation) is Literal:
         return tuple(str(a) for a in get_args(annotation))
-    return ()
+    # Optional choices: the Literal inside ``X | None``.
+    return tuple(c for arg in get_args(annotation) for c in _choices(arg))
 
 
 class NeptuneConfiguration(_Spec):
@@ -114,15 +115,15 @@ class NeptuneConfiguration(_Spec):
         description="Must match the deployment's Neptune block when given "
         "(a jobspec may not redirect loads).",
     )
-    source_format: LoaderFormat = "ntriples"
+    # None: the graph store block's deployment-wide default (the reference's defaults).
+    source_format: LoaderFormat | None = None
     iam_role: str | None = Field(default=None, description="iamRoleArn; default: the block's.")
     region: str | None = Field(default=None, description="Region of the source bucket.")
-    mode: Literal["NEW", "RESUME", "AUTO"] = "AUTO"
-    fail_on_error: Flag = True
-    parallelism: Literal["LOW", "MEDIUM", "HIGH", "OVERSUBSCRIBE"] = "HIGH"
-    update_single_cardinality_properties: Flag = False
-    # Several jobs often finish together; without queueing Neptune rejects all but one load.
-    queue_request: Flag = True
+    mode: Literal["NEW", "RESUME", "AUTO"] | None = None
+    fail_on_error: Flag | None = None
+    parallelism: Literal["LOW", "MEDIUM", "HIGH", "OVERSUBSCRIBE"] | None = None
+    update_single_cardinality_properties: Flag | None = None
+    queue_request: Flag | None = None
     named_graph: str | None = Field(default=None, description="parserConfiguration.namedGraphUri")
     base_uri: str | None = Field(default=None, description="parserConfiguration.baseUri")
     dependencies: list[str] = Field(default_factory=list, description="Load ids to wait for.")

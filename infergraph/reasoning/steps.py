@@ -34,6 +34,7 @@ from infergraph.reasoning.jobs import (
 )
 from infergraph.reasoning.jobspec import JobSpec
 from infergraph.reasoning.loaders import LoadRefused, LoadRequest, build_load_request, open_loader
+from infergraph.reasoning.loaders.base import block_loader_defaults
 from infergraph.reasoning.notices import notice_subject, publish_notice
 from infergraph.reasoning.rdfox_log import LogParseError, parse_rdfox_log
 from infergraph.reasoning.runners import kubernetes as k8s_job
@@ -260,7 +261,13 @@ def start_bulk_load(store: JobStore, topic: SnsTopic, job: Job, graph_store: Gra
     spec = spec_of(job)
     loader = open_loader(graph_store)
     role, region = loader.defaults()
-    request = build_load_request(spec, spec.output_prefix(job.job_id) + "data/", role, region)
+    request = build_load_request(
+        spec,
+        spec.output_prefix(job.job_id) + "data/",
+        role,
+        region,
+        block_loader_defaults(graph_store),
+    )
     load = {"store": loader.kind, "request": request.record()}
     wanted = spec.neptune_configuration.cluster_endpoint
     if wanted and (
