@@ -40,7 +40,9 @@ def test_local_chain_end_to_end(env):
     )
     assert scheduled["status"] == "SCHEDULED", scheduled
     job_id = scheduled["job_id"]
-    assert job_id.startswith("transactions_") and job_id.endswith("_001")
+    assert job_id.startswith("transactions_") and job_id.endswith(
+        "_000"
+    )  # numbered from 000, as the reference
     log_key = f"transactions/{job_id}/rdfox.log"
     outputs = env.s3.list_objects_v2(Bucket=OUTPUT, Prefix=f"transactions/{job_id}/data/")
     assert {o["Key"].rsplit("/", 1)[-1] for o in outputs["Contents"]} == {

@@ -276,6 +276,17 @@ def test_body_reports_times_in_human_units(real_log):
     assert "Chain counts: fullChainCount 2,667, partialChainCount 1,337" in body
     assert "Time to load: 50 min 14 s; triples loaded: 41,220,091 (15,957,104 duplicates)" in body
     assert "Completed: 2024-01-01T10:00:00+00:00" in body and "Errors: none" in body
+    # The reference's own lines come first, in its terms (hours), before infergraph's extras.
+    assert body.startswith(
+        "Dataset: ds\n"
+        "Completed: 2024-01-01T10:00:00+00:00\n"
+        "Status: NEPTUNE_LOAD_COMPLETED\n"
+        "Full chain count: 2,667\n"
+        "Partial chain count: 1,337\n"
+        "Error count: 0\n"
+        "Time to infer: 0.45 hours\n"
+        "Time to load: 0.84 hours\n"
+    )
 
 
 # -- the local graph store ------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from infergraph.reasoning.notices import notice_subject, publish_notice
 from infergraph.reasoning.rdfox_log import LogParseError, parse_rdfox_log
 from infergraph.reasoning.runners import kubernetes as k8s_job
 from infergraph.reasoning.runners.local import run_local_job
+from infergraph.reasoning.settings import log_name
 
 S = JobStatus
 DEFAULT_JOBS_TABLE = "reasoning-jobs"
@@ -187,8 +188,8 @@ def run_local_reasoning(
 def parse_log_key(key: str) -> tuple[str, str]:
     """``{dataset}/{job_id}/rdfox.log`` → (dataset, job_id); ValueError for any other key."""
     parts = key.split("/")
-    if len(parts) != 3 or parts[2] != "rdfox.log" or not parts[0] or not parts[1]:
-        raise ValueError(f"{key!r} is not a reasoner log key ({{dataset}}/{{job_id}}/rdfox.log)")
+    if len(parts) != 3 or parts[2] != log_name() or not parts[0] or not parts[1]:
+        raise ValueError(f"{key!r} is not a reasoner log key ({{dataset}}/{{job_id}}/{log_name()})")
     split_job_id(parts[1], parts[0])
     return parts[0], parts[1]
 

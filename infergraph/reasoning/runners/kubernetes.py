@@ -21,6 +21,7 @@ from typing import Any
 from prefect_kubernetes.credentials import KubernetesCredentials
 
 from infergraph.reasoning.jobspec import JobSpec
+from infergraph.reasoning.settings import log_name
 
 KUBERNETES_VERSION = "1.30"
 RUN_AS_USER = 1000
@@ -191,7 +192,7 @@ def build_manifest(
         f"while [ ! -f {OUTPUT}/DONE ]; do sleep 5; done; "
         f"aws s3 cp --recursive --only-show-errors {OUTPUT}/data/ "
         f"{shlex.quote(output + 'data/')} ; "
-        f"aws s3 cp --only-show-errors {OUTPUT}/rdfox.log {shlex.quote(output + 'rdfox.log')}"
+        f"aws s3 cp --only-show-errors {OUTPUT}/rdfox.log {shlex.quote(output + log_name())}"
     )
     return {
         "apiVersion": "batch/v1",

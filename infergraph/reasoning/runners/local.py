@@ -30,6 +30,7 @@ from infergraph.reasoning.datalog import (
 from infergraph.reasoning.datalog.evaluate import compile_program
 from infergraph.reasoning.jobspec import JobSpec
 from infergraph.reasoning.rdfox_log import TIME_FORMAT
+from infergraph.reasoning.settings import log_name
 
 MAX_ROUNDS = 200
 #: Rule files by suffix; a dataset's rule files in any other format are an error, never skipped.
@@ -99,7 +100,7 @@ def run_local_job(
 def upload_log(
     spec: JobSpec, job_id: str, text: str, credentials: AwsCredentials | None = None
 ) -> str:
-    uri = spec.output_prefix(job_id) + "rdfox.log"
+    uri = spec.output_prefix(job_id) + log_name()
     bucket, key = split_s3_uri(uri)
     aws_client("s3", credentials).put_object(
         Bucket=bucket, Key=key, Body=text.encode(), ContentType="text/plain"
