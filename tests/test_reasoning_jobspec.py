@@ -84,3 +84,30 @@ def test_real_problems_are_still_refused_all_listed():
     assert any(p.startswith("auto_shutdown: Input should be a valid boolean") for p in problems)
     assert any(p.startswith("neptune_configuration.mode: Input should be") for p in problems)
     assert URI in str(exc.value)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_upload_command_checks_then_uploads(aws, tmp_path, capsys):
+    from infergraph.aws.clients import aws_client
+    from infergraph.reasoning.cli import main
+
+    s3 = aws_client("s3", aws)
+    s3.create_bucket(Bucket="reasoning-input")
+    aws.save("h13-upload-aws", overwrite=True)
+    good = tmp_path / "t.rdfoxjob.json"
+    good.write_text(json.dumps({**reference(), "nameSpace": "x"}))
+    argv = ["--aws-credentials", "h13-upload-aws", "upload"]
+    assert main(None, None, None, None, argv=[*argv, str(good), "s3://reasoning-input/jobs/"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "s3://reasoning-input/jobs/t.rdfoxjob.json"
+    assert any("nameSpace: unknown key" in line for line in out)
+    body = s3.get_object(Bucket="reasoning-input", Key="jobs/t.rdfoxjob.json")["Body"].read()
+    assert body == good.read_bytes()
+
+    bad = tmp_path / "b.rdfoxjob.json"
+    bad.write_text(json.dumps({"job_key": "ds", "output_bucket": "Bad Bucket"}))
+    assert main(None, None, None, None, argv=[*argv, str(bad), "s3://reasoning-input/jobs/"]) == 1
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("not uploaded: invalid jobspec") and "output_bucket" in line
+    listed = s3.list_objects_v2(Bucket="reasoning-input", Prefix="jobs/b")
+    assert listed.get("KeyCount", 0) == 0
