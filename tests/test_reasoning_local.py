@@ -74,8 +74,9 @@ def test_chains_match_plain_python(aws, tmp_path, triples, seed, rules):
         # nothing.
         assert result.rounds == longest
     else:
-        # Semi-naive: one round per chain length, one that adds nothing, one per later stratum.
-        assert longest < result.rounds <= longest + 3
+        # Semi-naive: about one round per chain length (rules run in order, so round 1 may
+        # already extend), and one that adds nothing.
+        assert longest <= result.rounds <= longest + 2
     for phase in ("load", "inference", "query", "total"):
         assert getattr(stats, f"{phase}_seconds") is not None
 

@@ -1,14 +1,15 @@
 """Run parsed Datalog rules on a pyoxigraph store: SPARQL Update, stratified and semi-naive.
 
-Each rule becomes one ``INSERT { head, and head again in <next> } WHERE { body, FILTER
-NOT EXISTS { head } }``: facts go straight into the store, and whatever a rule adds is
-also written to the round's ``<next>`` delta graph (a derivation whose whole head is
-already known adds nothing, so rounds end). Rules are split into strata so a negated or
-aggregated predicate is complete before it is read. Within a stratum the first round
-runs every rule on everything; later rounds run only the rules that read a predicate
-which changed in the last round, restricted to derivations that use a last-round fact
-(graph ``<delta>``). A chain of length n is then extended from the chains found last
-round instead of re-deriving every chain every round, which made the SPARQL rules slow.
+Each rule becomes one ``INSERT { head } WHERE { body FILTER NOT EXISTS { head } }``:
+facts go straight into the store (a derivation whose whole head is known adds
+nothing, so rounds end), and what a rule adds is also noted in the round's delta
+graph: the subjects it touched, a marker that the rule fired, and the facts rules
+read atom by atom. Rules are split into strata so a negated or aggregated predicate
+is complete before it is read. Within a stratum the first round runs every rule on
+everything; later rounds run only the rules reading a predicate a fired rule writes,
+restricted to derivations that use last round's facts. A chain of length n is then
+extended from the chains found last round instead of re-deriving every chain every
+round, which is what made the SPARQL rules slow.
 """
 
 from __future__ import annotations
