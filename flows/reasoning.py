@@ -1,9 +1,10 @@
-"""Graph reasoning as three Prefect flows: schedule a job, process its log, refresh its load.
+"""Graph reasoning as Prefect flows: schedule a job, process its log, refresh its load, cancel.
 
 ``schedule_reasoning_job`` runs when a ``*.rdfoxjob.json`` lands in S3, ``process_inference``
-when a job's ``rdfox.log`` lands, and ``refresh_bulk_loads`` every minute. Every step is
-recorded on the job in DynamoDB with a conditional write, and every job ends with
-exactly one SNS notice. ``python flows/reasoning.py --help`` runs them by hand.
+when a job's ``rdfox.log`` lands, ``refresh_bulk_loads`` every minute (it also enforces
+timeouts), and ``cancel_reasoning_job`` on request. Every step is recorded on the job in
+DynamoDB with a conditional write, and every job ends with exactly one SNS notice.
+``python flows/reasoning.py --help`` runs them by hand.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from blocks.dynamodb import DynamoDBTable
 from blocks.sns import SnsTopic
 from infergraph.aws.storage import split_s3_uri
 from infergraph.blockref import resolve_block
+from infergraph.reasoning.control import CancelRefused
 from infergraph.reasoning.jobs import (
     INVALID_JOBSPEC_DATASET,
+    LOAD_IN_PROGRESS_STATES,
     JobNotFound,
     TransitionRefused,
+    dataset_of_job_id,
     utcnow,
 )
 from infergraph.reasoning.jobs import JobStatus as S
@@ -47,7 +51,10 @@ from infergraph.reasoning.steps import (
 )
 from infergraph.runs import IDLE, describe_run
 from tasks.reasoning import (
+    cancel_job,
     check_kubernetes_jobs,
+    check_missing_logs,
+    enforce_timeouts,
     read_jobspec,
     record_inference,
     refresh_loads,
@@ -132,8 +139,11 @@ def schedule_reasoning_job(
         jobspec_uri=uri,
         runner=spec.runner,
         jobspec=spec.model_dump(mode="json"),
+        jobspec_warnings=spec.warnings() or None,
     )
     job = store.update(job, output_prefix=spec.output_prefix(job.job_id))
+    for warning in job.get("jobspec_warnings") or []:
+        logger.warning("jobspec %s: %s", uri, warning)
     logger.info("job %s created from %s (runner %s)", job.job_id, uri, spec.runner)
     if spec.runner == "kubernetes":
         try:
@@ -215,27 +225,42 @@ def refresh_bulk_loads(
     graph_store: GraphStore | str = DEFAULT_GRAPH_STORE,
     kubernetes_credentials: KubernetesCredentials | str | None = None,
     notice_lease_seconds: float = NOTICE_LEASE_SECONDS,
+    aws_credentials: AwsCredentials | str | None = None,
 ) -> State[dict[str, Any]]:
-    """Poll loads in progress, record their outcome and send each finished job its notice.
+    """Poll loads in progress, enforce timeouts, and send each finished job its notice.
 
     Args:
         jobs_table: DynamoDBTable block (name or instance) of the jobs table.
         notices: SnsTopic block (name or instance) that receives the notices.
         graph_store: `neptune-cluster/<name>` or `oxigraph-store/<name>` (or an instance):
-            the loader asked for load statuses.
+            the loader asked for load statuses; its timeouts are the default limits.
         kubernetes_credentials: KubernetesCredentials block name used to spot Kubernetes
-            reasoning Jobs whose pods failed; empty for in-cluster or ~/.kube/config.
+            reasoning Jobs that failed or finished without a log; empty for in-cluster or
+            ~/.kube/config.
         notice_lease_seconds: How long a claimed, unsent notice stays reserved for the run
             that claimed it before another run may send it.
+        aws_credentials: AwsCredentials block name for S3 (looking for logs); empty for the
+            graph store block's credentials.
     """
     store, topic = open_job_store(jobs_table), resolve_block(notices, SnsTopic)
-    failed = check_kubernetes_jobs(store, topic, kubernetes_block(kubernetes_credentials))
-    loads = refresh_loads(store, graph_store_block(graph_store))
+    graph = graph_store_block(graph_store)
+    kubernetes = kubernetes_block(kubernetes_credentials)
+    failed = check_kubernetes_jobs(store, topic, kubernetes)
+    failed += check_missing_logs(
+        store, topic, graph, kubernetes, credentials_block(aws_credentials)
+    )
+    loads = refresh_loads(store, graph)
+    timed_out = enforce_timeouts(store, topic, graph, kubernetes)
     notified = send_pending_notices(store, topic, notice_lease_seconds)
     if loads["problems"]:
         # Everything else was refreshed and notified; the run still shows what went wrong.
         raise RuntimeError("could not refresh: " + "; ".join(loads["problems"]))
-    counts = {"inference_failed": failed, "refreshed": loads["refreshed"], "notified": notified}
+    counts = {
+        "inference_failed": failed,
+        "refreshed": loads["refreshed"],
+        "timed_out": timed_out,
+        "notified": notified,
+    }
     told = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v)
     if told:
         describe_run(f"refresh · {told}")
@@ -244,7 +269,40 @@ def refresh_bulk_loads(
     return Completed(message=f"Completed: {told or IDLE}", data=counts)
 
 
+@flow(name="cancel-reasoning-job", flow_run_name="cancel job {job_id}", log_prints=True)
+def cancel_reasoning_job(
+    job_id: str,
+    jobs_table: DynamoDBTable | str = DEFAULT_JOBS_TABLE,
+    notices: SnsTopic | str = DEFAULT_NOTICES,
+    graph_store: GraphStore | str = DEFAULT_GRAPH_STORE,
+    kubernetes_credentials: KubernetesCredentials | str | None = None,
+) -> State[dict[str, Any]]:
+    """Cancel a job: delete its Kubernetes Job or cancel its bulk load, fail it, notify once.
+
+    A job that has already finished is left unchanged; the result then carries `refused`.
+
+    Args:
+        job_id: The job, e.g. transactions_2024-05-01_000.
+        jobs_table: DynamoDBTable block (name or instance) of the jobs table.
+        notices: SnsTopic block (name or instance) that receives the notice.
+        graph_store: `neptune-cluster/<name>` or `oxigraph-store/<name>`: where its load runs.
+        kubernetes_credentials: KubernetesCredentials block name for Kubernetes jobs.
+    """
+    store, topic = open_job_store(jobs_table), resolve_block(notices, SnsTopic)
+    job = store.get_by_id(job_id, dataset_of_job_id(job_id))
+    # Only a load in progress needs the graph store (a Kubernetes-only setup may have none).
+    graph = graph_store_block(graph_store) if job.status in LOAD_IN_PROGRESS_STATES else None
+    try:
+        job = cancel_job(store, topic, job, graph, kubernetes_block(kubernetes_credentials))
+    except CancelRefused as exc:
+        get_run_logger().warning("%s", exc)
+        return Completed(message=f"Refused: {exc}", data=job_summary(job, refused=str(exc)))
+    return Completed(message=f"Completed: job {job_id} is {job.status}", data=job_summary(job))
+
+
 if __name__ == "__main__":
     from infergraph.reasoning.cli import main
 
-    sys.exit(main(schedule_reasoning_job, process_inference, refresh_bulk_loads))
+    sys.exit(
+        main(schedule_reasoning_job, process_inference, refresh_bulk_loads, cancel_reasoning_job)
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from infergraph.reasoning import steps
+from infergraph.reasoning import control, steps
 
 read_jobspec = task(steps.read_jobspec, name="read-jobspec", cache_policy=NO_CACHE)
 submit_kubernetes_job = task(
@@ -27,3 +27,8 @@ refresh_loads = task(steps.refresh_loads, name="refresh-loads", cache_policy=NO_
 send_pending_notices = task(
     steps.send_pending_notices, name="send-pending-notices", cache_policy=NO_CACHE
 )
+enforce_timeouts = task(control.enforce_timeouts, name="enforce-timeouts", cache_policy=NO_CACHE)
+check_missing_logs = task(
+    control.check_missing_logs, name="check-missing-logs", cache_policy=NO_CACHE
+)
+cancel_job = task(control.cancel_job, name="cancel-job", cache_policy=NO_CACHE)

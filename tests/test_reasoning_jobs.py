@@ -54,9 +54,9 @@ def test_simultaneous_creates_in_threads_get_distinct_ids(table):
     with ThreadPoolExecutor(24) as pool:
         ids = list(pool.map(create, range(24)))
     day = ids[0].split("_")[1]
-    assert sorted(ids) == [f"ds_{day}_{n:03d}" for n in range(1, 25)]
+    assert sorted(ids) == [f"ds_{day}_{n:03d}" for n in range(24)]
     # Another dataset has its own counter.
-    assert store.create("other").job_id == f"other_{day}_001"
+    assert store.create("other").job_id == f"other_{day}_000"
 
 
 def test_simultaneous_creates_in_processes_get_distinct_ids(table, moto_endpoint, tmp_path):
@@ -96,7 +96,7 @@ with ThreadPoolExecutor(4) as pool:
         assert proc.returncode == 0
         ids += json.loads(out.strip().splitlines()[-1])
     assert len(ids) == len(set(ids)) == 12
-    assert sorted(i.rsplit("_", 1)[1] for i in ids) == [f"{n:03d}" for n in range(1, 13)]
+    assert sorted(i.rsplit("_", 1)[1] for i in ids) == [f"{n:03d}" for n in range(12)]
 
 
 def test_legal_path_records_history_and_stats(table):
@@ -234,3 +234,17 @@ def test_notice_claim_is_exclusive_until_its_lease_expires(table):
     assert taken is not None and taken.get("notice_claim") == "run-3"
     done = store.transition(taken, S.ERROR_NOTIFICATION_SENT, notice_sent_at="now")
     assert store.claim_notice(done, "run-4", lease_seconds=0) is None
+
+
+def test_id_delimiter_and_log_name_are_settings(table, monkeypatch):
+    from infergraph.reasoning.jobs import dataset_of_job_id
+    from infergraph.reasoning.steps import parse_log_key
+
+    monkeypatch.setenv("INFERGRAPH_JOB_ID_DELIMITER", "-")
+    monkeypatch.setenv("INFERGRAPH_REASONER_LOG", "reasoner.log")
+    job = JobStore(table).create("my_data")
+    assert job.job_id.startswith("my_data-") and job.job_id.endswith("-000")
+    assert dataset_of_job_id(job.job_id) == "my_data"
+    assert parse_log_key(f"my_data/{job.job_id}/reasoner.log") == ("my_data", job.job_id)
+    with pytest.raises(ValueError, match=r"reasoner\.log"):
+        parse_log_key(f"my_data/{job.job_id}/rdfox.log")

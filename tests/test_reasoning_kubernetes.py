@@ -267,3 +267,93 @@ def test_bad_kubernetes_name_fails_before_the_cluster(env, cluster):
     assert result["status"] == "ERROR_NOTIFICATION_SENT"
     assert "namespace: must be a Kubernetes namespace name" in result["reason"]
     assert list(emulator.handler.objects) == []
+
+
+def test_sparql_update_rules_are_refused_by_the_kubernetes_runner():
+    from infergraph.reasoning.jobspec import JobSpec
+
+    fields = {"job_bucket": INPUT, "job_key": "tx", "output_bucket": OUTPUT, **IMAGES}
+    spec = JobSpec.model_validate({**fields, "runner": "kubernetes"})
+    with pytest.raises(ValueError, match=r"01_chain_start\.ru are not RDFox Datalog"):
+        k8s_job.check_rule_formats(["data.nt", "01_chain_start.ru", "q.rq"], spec)
+    k8s_job.check_rule_formats(["data.nt", "rules.dlog", "q.rq"], spec)
+
+
+def _flows(env, credentials, graph=None):
+    return {
+        "jobs_table": env.table,
+        "notices": env.topic,
+        "graph_store": graph or env.graph,
+        "kubernetes_credentials": credentials,
+    }
+
+
+def _job_exists(credentials, name: str) -> bool:
+    with k8s_job.api_client(credentials) as api:
+        try:
+            client.BatchV1Api(api).read_namespaced_job(name, "ns-rdfox")
+        except client.ApiException as exc:
+            assert exc.status == 404
+            return False
+    return True
+
+
+def test_cancel_deletes_the_kubernetes_job(env, cluster):
+    from flows.reasoning import cancel_reasoning_job
+
+    _, credentials = cluster
+    result = schedule(env, credentials)
+    name = k8s_job.job_name(result["job_id"])
+    assert _job_exists(credentials, name)
+    flows = _flows(env, credentials)
+    flows.pop("graph_store")
+    cancelled = cancel_reasoning_job(result["job_id"], **flows)
+    assert cancelled["status"] == "ERROR_NOTIFICATION_SENT"
+    assert not _job_exists(credentials, name)
+    job = env.store.get_by_id(result["job_id"], "tx")
+    assert job.get("outcome") == "INFERENCE_FAILED"
+    assert job.get("reason") == f"cancelled by user; Kubernetes Job ns-rdfox/{name} deleted"
+    assert len(env.notices()) == 1
+
+
+def test_inference_timeout_fails_and_stops_the_job(env, cluster):
+    _, credentials = cluster
+    result = schedule(env, credentials, inference_timeout_minutes=0.0001)
+    name = k8s_job.job_name(result["job_id"])
+    refreshed = refresh_bulk_loads(**_flows(env, credentials))
+    assert [t["job_id"] for t in refreshed["timed_out"]] == [result["job_id"]]
+    assert not _job_exists(credentials, name)
+    job = env.store.get_by_id(result["job_id"], "tx")
+    assert job.status == JobStatus.ERROR_NOTIFICATION_SENT
+    assert job.get("reason").startswith("inference timeout: still SCHEDULED after 0.0001 min")
+    (notice,) = env.notices()
+    assert notice["Subject"].endswith(" - INFERENCE_FAILED")
+
+
+def test_job_that_succeeded_without_a_log_is_detected(env, cluster):
+    _, credentials = cluster
+    result = schedule(env, credentials)
+    name = k8s_job.job_name(result["job_id"])
+    with k8s_job.api_client(credentials) as api:
+        client.BatchV1Api(api).patch_namespaced_job_status(
+            name,
+            "ns-rdfox",
+            {
+                "status": {
+                    "succeeded": 1,
+                    "conditions": [{"type": "Complete", "status": "True"}],
+                }
+            },
+        )
+    graph = env.graph.model_copy(update={"log_grace_minutes": 0.0001})
+    first = refresh_bulk_loads(**_flows(env, credentials, graph))
+    assert first["inference_failed"] == []  # the grace period starts now
+    job = env.store.get_by_id(result["job_id"], "tx")
+    assert job.status == JobStatus.SCHEDULED and job.get("kubernetes_succeeded_at")
+
+    second = refresh_bulk_loads(**_flows(env, credentials, graph))
+    assert [r["job_id"] for r in second["inference_failed"]] == [result["job_id"]]
+    job = env.store.get_by_id(result["job_id"], "tx")
+    assert job.get("outcome") == "INFERENCE_FAILED"
+    assert "succeeded but no rdfox.log was published" in job.get("reason")
+    assert len(env.notices()) == 1

@@ -93,7 +93,9 @@ def test_block_supplies_role_and_region_defaults(neptune):
     loader.start(build_load_request(spec(), "s3://out/ds/j/data/", *loader.defaults()))
     body = json.loads(neptune.requests[0]["body"])
     assert body["iamRoleArn"] == ROLE and body["region"] == "eu-west-1"
-    assert body["format"] == "ntriples" and body["failOnError"] is True
+    # The reference's deployment-wide loader settings are the default.
+    assert body["format"] == "turtle" and body["failOnError"] is False
+    assert body["updateSingleCardinalityProperties"] is True and body["queueRequest"] is True
     assert "parserConfiguration" not in body and "dependencies" not in body
 
 
@@ -233,3 +235,78 @@ def test_concurrent_refreshes_send_each_notice_once(aws, tmp_path, neptune):
         assert (
             env.store.get(job.dataset, job.sort_key).status == JobStatus.SUCCESS_NOTIFICATION_SENT
         )
+
+
+def _timed_job(env, load_id, **jobspec):
+    body = {"job_bucket": INPUT, "job_key": "ds", "output_bucket": OUTPUT, **jobspec}
+    store = env.store
+    job = store.create("ds", jobspec=body, runner="local")
+    job = store.transition(job, JobStatus.SCHEDULED)
+    job = store.transition(job, JobStatus.INFERENCE_COMPLETE)
+    request = build_load_request(spec(iam_role=ROLE), "s3://out/ds/j/data/")
+    load = {"store": "neptune", "load_id": load_id, "request": request.record()}
+    return store.transition(job, JobStatus.NEPTUNE_LOAD_IN_PROGRESS, load=load)
+
+
+def _deletes(neptune) -> list[str]:
+    return [r["path"] for r in neptune.requests if r["method"] == "DELETE"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_load_timeout_cancels_the_load_and_notifies_once(aws, tmp_path, neptune):
+    env = make_env(aws, tmp_path)
+    late = _timed_job(env, "load-late", load_timeout_minutes=0.0001)
+    patient = _timed_job(env, "load-patient")  # the block's default: 12 hours
+    neptune.statuses.update({"load-late": "LOAD_IN_PROGRESS", "load-patient": "LOAD_IN_PROGRESS"})
+    graph = cluster(neptune)
+
+    result = refresh_bulk_loads(jobs_table=env.table, notices=env.topic, graph_store=graph)
+    assert [t["job_id"] for t in result["timed_out"]] == [late.job_id]
+    assert _deletes(neptune) == ["/loader/load-late"]
+    job = env.store.get(late.dataset, late.sort_key)
+    assert job.status == JobStatus.ERROR_NOTIFICATION_SENT
+    assert job.get("outcome") == "NEPTUNE_LOAD_CANCELLED_BY_USER"
+    assert "load timeout" in job.get("reason") and "load-late cancelled" in job.get("reason")
+    still = env.store.get(patient.dataset, patient.sort_key)
+    assert still.status == JobStatus.NEPTUNE_LOAD_IN_PROGRESS
+
+    again = refresh_bulk_loads(jobs_table=env.table, notices=env.topic, graph_store=graph)
+    assert again["timed_out"] == [] and _deletes(neptune) == ["/loader/load-late"]
+    (notice,) = env.notices()
+    assert notice["Subject"].endswith(" - NEPTUNE_LOAD_CANCELLED_BY_USER")
+    assert "load timeout" in notice["Message"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_cancel_stops_a_load_and_refuses_a_finished_job(aws, tmp_path, neptune):
+    from flows.reasoning import cancel_reasoning_job
+
+    env = make_env(aws, tmp_path)
+    job = _timed_job(env, "load-running")
+    neptune.statuses["load-running"] = "LOAD_IN_PROGRESS"
+    graph = cluster(neptune)
+    flows = {"jobs_table": env.table, "notices": env.topic, "graph_store": graph}
+
+    result = cancel_reasoning_job(job.job_id, **flows)
+    assert result["status"] == "ERROR_NOTIFICATION_SENT" and "refused" not in result
+    assert _deletes(neptune) == ["/loader/load-running"]
+    cancelled = env.store.get(job.dataset, job.sort_key)
+    assert cancelled.get("outcome") == "NEPTUNE_LOAD_CANCELLED_BY_USER"
+    assert cancelled.get("reason") == "cancelled by user; load load-running cancelled"
+    assert len(env.notices()) == 1
+
+    again = cancel_reasoning_job(job.job_id, **flows)
+    assert "already finished (ERROR_NOTIFICATION_SENT)" in again["refused"]
+    unchanged = env.store.get(job.dataset, job.sort_key)
+    assert unchanged.version == cancelled.version and unchanged.attrs == cancelled.attrs
+    assert _deletes(neptune) == ["/loader/load-running"] and env.notices(wait=0) == []
+
+
+def test_cancel_cli_names_a_bad_job_id(capsys):
+    from infergraph.reasoning.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(None, None, None, None, argv=["cancel", "not-a-job-id"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("'not-a-job-id' is not a job id ({dataset}_YYYY-MM-DD_NNN)")

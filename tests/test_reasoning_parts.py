@@ -15,7 +15,13 @@ from blocks.oxigraph import OxigraphStore
 from infergraph.aws.clients import aws_client
 from infergraph.reasoning.jobs import Job, JobStatus
 from infergraph.reasoning.jobspec import JobSpecError, parse_jobspec
-from infergraph.reasoning.loaders import LoadRefused, LoadRequest, OxigraphLoader
+from infergraph.reasoning.loaders import (
+    LoadRefused,
+    LoadRequest,
+    OxigraphLoader,
+    build_load_request,
+)
+from infergraph.reasoning.loaders.base import block_loader_defaults
 from infergraph.reasoning.notices import notice_body, notice_subject
 from infergraph.reasoning.rdfox_log import LogParseError, human_duration, parse_rdfox_log
 from infergraph.reasoning.runners import kubernetes as k8s_job
@@ -91,57 +97,77 @@ URI = "s3://in/jobs/x.rdfoxjob.json"
 
 def test_jobspec_defaults_are_the_reference_defaults():
     spec = parse_jobspec(
-        json.dumps({"job_bucket": "in", "job_key": "ds", "output_bucket": "out"}), URI
+        json.dumps({"job_bucket": "inp", "job_key": "ds", "output_bucket": "out"}), URI
     )
     assert (spec.requested_cores, spec.requested_memory) == (4, "2Gi")
     assert (spec.license_secret_name, spec.auto_shutdown) == ("rdfox-license", False)
     assert (spec.namespace, spec.service_account) == ("ns-rdfox", "rdfox-service-account")
     assert (spec.rdfox_port, spec.restart_policy, spec.parallelism) == (12110, "Never", 1)
-    assert spec.runner == "local" and spec.dataset_location == "s3://in/ds/"
+    assert spec.runner == "local" and spec.dataset_location == "s3://inp/ds/"
     cfg = spec.neptune_configuration
-    assert (cfg.source_format, cfg.mode, cfg.fail_on_error, cfg.parallelism) == (
-        "ntriples",
-        "AUTO",
-        True,
-        "HIGH",
+    # Loader settings left out of a jobspec come from the graph store block, whose defaults
+    # are the reference's.
+    assert (cfg.source_format, cfg.mode, cfg.fail_on_error, cfg.parallelism) == (None,) * 4
+    request = build_load_request(spec, "s3://out/ds/j/data/", defaults=None)
+    assert (request.format, request.fail_on_error, request.queue_request) == ("turtle", False, True)
+    assert request.update_single_cardinality_properties is True
+    block = OxigraphStore(path="/tmp/x", fail_on_error=True, source_format="ntriples")
+    request = build_load_request(spec, "s3://out/ds/j/data/", defaults=block_loader_defaults(block))
+    assert (request.format, request.fail_on_error) == ("ntriples", True)
+    spec = parse_jobspec(
+        json.dumps(
+            {
+                "job_bucket": "inp",
+                "job_key": "ds",
+                "output_bucket": "out",
+                "neptune_configuration": {"fail_on_error": "false"},
+            }
+        ),
+        URI,
     )
+    request = build_load_request(spec, "s3://out/ds/j/data/", defaults=block_loader_defaults(block))
+    assert request.fail_on_error is False  # the jobspec overrides the block
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
         (
-            {"job_key": "ds", "output_bucket": "o", "job_bucket": "b", "auto_shutdown": "yes"},
+            {"job_key": "ds", "output_bucket": "out", "job_bucket": "inp", "auto_shutdown": "yes"},
             "auto_shutdown: Input should be a valid boolean",
         ),
         (
-            {"job_key": "ds", "output_bucket": "o", "job_bucket": "b", "rdfox_port": 70000},
+            {"job_key": "ds", "output_bucket": "out", "job_bucket": "inp", "rdfox_port": 70000},
             "rdfox_port: Input should be less than or equal to 65535",
         ),
         (
-            {"job_key": "ds", "output_bucket": "o"},
+            {"job_key": "ds", "output_bucket": "out"},
             "job_bucket: required unless dataset_uri is given",
         ),
         (
-            {"job_key": "a/b", "output_bucket": "o", "job_bucket": "b"},
+            {"job_key": "a/b", "output_bucket": "out", "job_bucket": "inp"},
             "job_key: must be 1-63 letters",
         ),
         (
-            {"job_key": "ds", "output_bucket": "o", "job_bucket": "b", "runner": "kubernetes"},
+            {"job_key": "ds", "output_bucket": "out", "job_bucket": "inp", "runner": "kubernetes"},
             "init_container_image, publisher_container_image",
         ),
         (
             {
                 "job_key": "ds",
-                "output_bucket": "o",
-                "job_bucket": "b",
+                "output_bucket": "out",
+                "job_bucket": "inp",
                 "neptune_configuration": {"source_format": "xml"},
             },
             "neptune_configuration.source_format: Input should be",
         ),
         (
-            {"job_key": "ds", "output_bucket": "o", "job_bucket": "b", "nameSpace": "x"},
-            "nameSpace: unknown key (did you mean 'namespace'?)",
+            {"job_key": "ds", "output_bucket": "out", "job_bucket": "inp", "requested_cores": -4},
+            "requested_cores: Input should be greater than or equal to 1",
+        ),
+        (
+            {"job_key": "ds", "output_bucket": "out", "job_bucket": "In_Bucket"},
+            "job_bucket: must be an S3 bucket name",
         ),
     ],
 )
@@ -158,7 +184,7 @@ def kube_spec():
     return parse_jobspec(
         json.dumps(
             {
-                "job_bucket": "in",
+                "job_bucket": "inp",
                 "job_key": "Big_Data.v2",
                 "output_bucket": "out",
                 "runner": "kubernetes",
@@ -250,6 +276,17 @@ def test_body_reports_times_in_human_units(real_log):
     assert "Chain counts: fullChainCount 2,667, partialChainCount 1,337" in body
     assert "Time to load: 50 min 14 s; triples loaded: 41,220,091 (15,957,104 duplicates)" in body
     assert "Completed: 2024-01-01T10:00:00+00:00" in body and "Errors: none" in body
+    # The reference's own lines come first, in its terms (hours), before infergraph's extras.
+    assert body.startswith(
+        "Dataset: ds\n"
+        "Completed: 2024-01-01T10:00:00+00:00\n"
+        "Status: NEPTUNE_LOAD_COMPLETED\n"
+        "Full chain count: 2,667\n"
+        "Partial chain count: 1,337\n"
+        "Error count: 0\n"
+        "Time to infer: 0.45 hours\n"
+        "Time to load: 0.84 hours\n"
+    )
 
 
 # -- the local graph store ------------------------------------------------------------------------

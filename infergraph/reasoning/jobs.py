@@ -9,6 +9,7 @@ reference's race).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,8 +21,8 @@ from botocore.exceptions import ClientError
 from blocks.dynamodb import DynamoDBTable
 from infergraph.aws.dynamodb import deserialize, plain, serialize
 from infergraph.reasoning.loaders.status import LOADER_IN_PROGRESS, LOADER_STATUSES, LOADER_TERMINAL
+from infergraph.reasoning.settings import id_delimiter
 
-DELIMITER = "_"
 MAX_ID_ATTEMPTS = 50
 COUNTER_PREFIX = "#counter#"
 STATUS_ATTRIBUTE = "status"
@@ -133,15 +134,26 @@ class Job:
 
     @property
     def job_id(self) -> str:
-        return f"{self.dataset}{DELIMITER}{self.sort_key}"
+        return f"{self.dataset}{id_delimiter()}{self.sort_key}"
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)
 
 
+def dataset_of_job_id(job_id: str) -> str:
+    """``transactions_2024-05-01_000`` → ``transactions`` (dataset names may hold the delimiter)."""
+    d = re.escape(id_delimiter())
+    match = re.fullmatch(rf"(.+){d}[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}{d}[0-9]{{3,}}", job_id)
+    if match is None:
+        raise ValueError(
+            f"{job_id!r} is not a job id ({{dataset}}{id_delimiter()}YYYY-MM-DD{id_delimiter()}NNN)"
+        )
+    return match.group(1)
+
+
 def split_job_id(job_id: str, dataset: str) -> str:
     """The sort key (``YYYY-MM-DD_NNN``) of ``job_id``, which must belong to ``dataset``."""
-    prefix = f"{dataset}{DELIMITER}"
+    prefix = f"{dataset}{id_delimiter()}"
     if not job_id.startswith(prefix) or len(job_id) <= len(prefix):
         raise ValueError(f"job id {job_id!r} does not belong to dataset {dataset!r}")
     return job_id[len(prefix) :]
@@ -201,7 +213,7 @@ class JobStore:
     # -- creation ------------------------------------------------------------------------------
 
     def allocate_sort_key(self, dataset: str, day: str) -> str:
-        """``YYYY-MM-DD_NNN``: NNN from an atomic ADD on the dataset's counter item for ``day``."""
+        """``YYYY-MM-DD_NNN`` (NNN from 000): an atomic ADD on the dataset's counter for ``day``."""
         reply = self.client.update_item(
             TableName=self.table.table_name,
             Key=self._key(dataset, f"{COUNTER_PREFIX}{day}"),
@@ -209,8 +221,9 @@ class JobStore:
             ExpressionAttributeValues={":one": {"N": "1"}},
             ReturnValues="UPDATED_NEW",
         )
-        number = int(reply["Attributes"]["next_number"]["N"])
-        return f"{day}{DELIMITER}{number:03d}"
+        # The counter counts jobs; the first job of the day is _000, as in the reference.
+        number = int(reply["Attributes"]["next_number"]["N"]) - 1
+        return f"{day}{id_delimiter()}{number:03d}"
 
     def create(self, dataset: str, **attrs: Any) -> Job:
         """A new job in CREATED with a freshly allocated id (UTC date)."""
@@ -256,7 +269,8 @@ class JobStore:
             TableName=self.table.table_name, Key=self._key(dataset, sort_key), ConsistentRead=True
         )
         if "Item" not in reply:
-            raise JobNotFound(f"no job {dataset}{DELIMITER}{sort_key} in {self.table.table_name}")
+            job_id = f"{dataset}{id_delimiter()}{sort_key}"
+            raise JobNotFound(f"no job {job_id} in {self.table.table_name}")
         return self._job(self._deserialize(reply["Item"]))
 
     def get_by_id(self, job_id: str, dataset: str) -> Job:

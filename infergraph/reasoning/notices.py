@@ -46,12 +46,21 @@ def notice_body(job: Job) -> str:
     stats = a.get("reasoner", {}) or {}
     load = a.get("load", {}) or {}
     overall = load.get("overall", {}) or {}
+    counts = stats.get("counts") or {}
+    errors = _errors(job)
+    # The reference's body first, in its terms, so its readers find what they look for.
     lines = [
-        f"Job: {job.job_id}",
         f"Dataset: {job.dataset}",
-        f"Status: {job.status}",
-        f"Outcome: {'success' if is_success(job.status) else 'FAILED'}",
         f"Completed: {a.get('completed_at') or a.get('updated_at', 'unknown')}",
+        f"Status: {job.status}",
+        f"Full chain count: {_n(counts.get('fullChainCount'))}",
+        f"Partial chain count: {_n(counts.get('partialChainCount'))}",
+        f"Error count: {_error_count(overall, errors)}",
+        f"Time to infer: {_hours(stats.get('inference_seconds'))} hours",
+        f"Time to load: {_hours(overall.get('totalTimeSpent'))} hours",
+        "",
+        f"Job: {job.job_id}",
+        f"Outcome: {'success' if is_success(job.status) else 'FAILED'}",
     ]
     if a.get("runner"):
         lines.append(f"Runner: {a['runner']}")
@@ -73,10 +82,15 @@ def notice_body(job: Job) -> str:
             if stats.get("bytes_per_entry") is not None:
                 facts += f" ({stats['bytes_per_entry']} bytes per entry)"
             lines.append(facts)
-        counts = stats.get("counts") or {}
         lines.append(
             "Chain counts: "
             + (", ".join(f"{k} {_n(v)}" for k, v in sorted(counts.items())) or "none reported")
+        )
+        exported = stats.get("exported") or {}
+        lines.append(
+            f"Exported: {_n(sum(exported.values()) if exported else None)} triples"
+            + (" (" + ", ".join(f"{k} {_n(v)}" for k, v in sorted(exported.items())) + ")")
+            * bool(exported)
         )
     if load:
         lines.append(f"Load id: {load.get('load_id', 'none')} ({load.get('store', 'graph store')})")
@@ -97,7 +111,8 @@ def notice_body(job: Job) -> str:
                 f"Verified in the graph: {_n(verification.get('count'))} "
                 f"{verification.get('what', '')}".rstrip()
             )
-    errors = _errors(job)
+    lines.extend(f"Warning: {w}" for w in a.get("warnings") or [])
+    lines.extend(f"Jobspec warning: {w}" for w in a.get("jobspec_warnings") or [])
     lines.append("Errors: none" if not errors else "Errors:")
     lines.extend(f"  - {e}" for e in errors[:MAX_LISTED_ERRORS])
     if len(errors) > MAX_LISTED_ERRORS:
@@ -142,6 +157,19 @@ def _errors(job: Job) -> list[str]:
             f"{entry.get('errorCode', 'ERROR')}: {entry.get('errorMessage', '')} {where}".strip()
         )
     return errors
+
+
+def _error_count(overall: dict[str, Any], errors: list[str]) -> int:
+    """Records the loader rejected, or else the errors listed (a failure's reason counts)."""
+    counted = sum(
+        int(overall.get(k) or 0)
+        for k in ("parsingErrors", "datatypeMismatchErrors", "insertErrors")
+    )
+    return max(counted, len(errors))
+
+
+def _hours(seconds: Any) -> str:
+    return "unknown" if seconds is None else f"{float(seconds) / 3600:.2f}"
 
 
 def _n(value: Any) -> str:

@@ -34,10 +34,12 @@ from infergraph.reasoning.jobs import (
 )
 from infergraph.reasoning.jobspec import JobSpec
 from infergraph.reasoning.loaders import LoadRefused, LoadRequest, build_load_request, open_loader
+from infergraph.reasoning.loaders.base import block_loader_defaults
 from infergraph.reasoning.notices import notice_subject, publish_notice
 from infergraph.reasoning.rdfox_log import LogParseError, parse_rdfox_log
 from infergraph.reasoning.runners import kubernetes as k8s_job
 from infergraph.reasoning.runners.local import run_local_job
+from infergraph.reasoning.settings import log_name
 
 S = JobStatus
 DEFAULT_JOBS_TABLE = "reasoning-jobs"
@@ -163,6 +165,7 @@ def submit_kubernetes_job(
     missing = [q for q in [*queries, *(spec.rules or [])] if q not in names]
     if missing:
         raise FileNotFoundError(f"not in {spec.dataset_location}: {', '.join(missing)}")
+    k8s_job.check_rule_formats(names, spec)
     files = k8s_job.classify_files(names, texts, spec)
     if not files.data:
         raise FileNotFoundError(f"no data files in {spec.dataset_location}")
@@ -185,8 +188,8 @@ def run_local_reasoning(
 def parse_log_key(key: str) -> tuple[str, str]:
     """``{dataset}/{job_id}/rdfox.log`` → (dataset, job_id); ValueError for any other key."""
     parts = key.split("/")
-    if len(parts) != 3 or parts[2] != "rdfox.log" or not parts[0] or not parts[1]:
-        raise ValueError(f"{key!r} is not a reasoner log key ({{dataset}}/{{job_id}}/rdfox.log)")
+    if len(parts) != 3 or parts[2] != log_name() or not parts[0] or not parts[1]:
+        raise ValueError(f"{key!r} is not a reasoner log key ({{dataset}}/{{job_id}}/{log_name()})")
     split_job_id(parts[1], parts[0])
     return parts[0], parts[1]
 
@@ -208,19 +211,50 @@ def record_inference(
     except LogParseError as exc:
         return fail(store, topic, job, S.INFERENCE_FAILED, str(exc), log_uri=uri)
     data_prefix = key.rsplit("/", 1)[0] + "/data/"
-    listed = s3.list_objects_v2(Bucket=bucket, Prefix=data_prefix, MaxKeys=1)
-    if not listed.get("KeyCount"):
+    sizes = {
+        obj["Key"]: obj["Size"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=data_prefix)
+        for obj in page.get("Contents", [])
+    }
+    record = stats.as_record()
+    if not sizes:
         reason = f"the reasoner published no output files under s3://{bucket}/{data_prefix}"
-        return fail(
-            store, topic, job, S.INFERENCE_FAILED, reason, log_uri=uri, reasoner=stats.as_record()
+        return fail(store, topic, job, S.INFERENCE_FAILED, reason, log_uri=uri, reasoner=record)
+    exported = sum(stats.exported.values()) if stats.exported else None
+    empty = exported == 0 if exported is not None else not any(sizes.values())
+    warnings = result_warnings(stats, exported)
+    attrs = {"reasoner": record, "log_uri": uri, "exported_triples": exported}
+    if empty and not spec_of(job).accept_empty_results:
+        reason = (
+            f"the export is empty ({_export_counts(stats, len(sizes))})"
+            + "".join(f"; {w}" for w in warnings)
+            + ": set accept_empty_results in the jobspec if an empty result is expected"
         )
+        return fail(store, topic, job, S.INFERENCE_FAILED, reason, **attrs)
     return store.transition(
         job,
         S.INFERENCE_COMPLETE,
-        reasoner=stats.as_record(),
-        log_uri=uri,
+        warnings=warnings or None,
         inference_completed_at=utcnow(),
+        **attrs,
     )
+
+
+def result_warnings(stats: Any, exported: int | None) -> list[str]:
+    """What is suspicious in a reasoner run even when it is not a failure."""
+    warnings = []
+    edb, idb = stats.edb_facts, stats.idb_facts
+    if edb is not None and idb is not None and idb <= edb:
+        warnings.append(f"the rules derived nothing ({edb:,} facts before and after)")
+    if exported == 0:
+        warnings.append("every export query returned 0 triples")
+    return warnings
+
+
+def _export_counts(stats: Any, files: int) -> str:
+    if not stats.exported:
+        return f"{files} output file(s), all 0 bytes"
+    return ", ".join(f"{name}: {n} triples" for name, n in sorted(stats.exported.items()))
 
 
 def start_bulk_load(store: JobStore, topic: SnsTopic, job: Job, graph_store: GraphStore) -> Job:
@@ -228,7 +262,13 @@ def start_bulk_load(store: JobStore, topic: SnsTopic, job: Job, graph_store: Gra
     spec = spec_of(job)
     loader = open_loader(graph_store)
     role, region = loader.defaults()
-    request = build_load_request(spec, spec.output_prefix(job.job_id) + "data/", role, region)
+    request = build_load_request(
+        spec,
+        spec.output_prefix(job.job_id) + "data/",
+        role,
+        region,
+        block_loader_defaults(graph_store),
+    )
     load = {"store": loader.kind, "request": request.record()}
     wanted = spec.neptune_configuration.cluster_endpoint
     if wanted and (
@@ -317,6 +357,14 @@ def _refresh_one(store: JobStore, loader: Any, job: Job) -> dict[str, Any] | Non
     reason = None
     if target in LOAD_TERMINAL_STATES and target != S.NEPTUNE_LOAD_COMPLETED:
         reason = f"bulk load {load['load_id']} ended {status.status}"
+    exported = job.get("exported_triples")
+    if target == S.NEPTUNE_LOAD_COMPLETED and exported and not status.overall.get("totalRecords"):
+        # A "completed" load of nothing, from an export that had records, is not a success.
+        target = S.NEPTUNE_LOAD_FAILED
+        reason = (
+            f"bulk load {load['load_id']} completed with 0 records loaded, "
+            f"but the export had {exported:,} triples"
+        )
     job = store.transition(job, target, reason=reason, **attrs)
     return job_summary(job, load_id=load["load_id"])
 

@@ -16,11 +16,14 @@ from infergraph.reasoning.examples.transactions import (
 
 EXAMPLES = Path(__file__).resolve().parent
 RULES = sorted(EXAMPLES.glob("*.ru"))
+#: The same rules in RDFox Datalog, the reference's format.
+DATALOG_RULES = sorted(EXAMPLES.glob("*.dlog"))
 QUERIES = sorted(EXAMPLES.glob("*.rq"))
 HIGH_VALUE_THRESHOLD = 10_000
 MAX_CHAIN_LENGTH = 30
 
 __all__ = [
+    "DATALOG_RULES",
     "EXAMPLES",
     "HIGH_VALUE_THRESHOLD",
     "MAX_CHAIN_LENGTH",

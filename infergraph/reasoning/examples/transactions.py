@@ -96,15 +96,23 @@ def write_example(
     triples: int = 10_000,
     seed: int = 42,
     credentials: Any = None,
+    rules: str = "sparql",
     **options: Any,
 ) -> Dataset:
-    """Write data, rules and queries to a local folder or an ``s3://bucket/prefix/``."""
-    from infergraph.reasoning.examples import QUERIES, RULES
+    """Write data, rules and queries to a local folder or an ``s3://bucket/prefix/``.
 
+    ``rules``: ``"sparql"`` (``*.ru``, local runner only) or ``"datalog"`` (``chains.dlog``,
+    the reference's format, which both runners run).
+    """
+    from infergraph.reasoning.examples import DATALOG_RULES, QUERIES, RULES
+
+    forms = {"sparql": RULES, "datalog": DATALOG_RULES}
+    if rules not in forms:
+        raise ValueError(f"rules must be one of {sorted(forms)}, got {rules!r}")
     dataset = generate(triples, seed, **options)
     data = "".join(dataset.ntriples()).encode()
     files = {"transactions.nt": data}
-    files.update({p.name: p.read_bytes() for p in [*RULES, *QUERIES]})
+    files.update({p.name: p.read_bytes() for p in [*forms[rules], *QUERIES]})
     dest = str(dest)
     if dest.startswith("s3://"):
         from infergraph.aws.clients import aws_client

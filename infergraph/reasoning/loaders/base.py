@@ -104,21 +104,48 @@ class GraphLoader(Protocol):
     def verify(self, request: LoadRequest) -> dict[str, Any] | None: ...
 
 
+#: The reference's deployment-wide loader settings: the default when neither jobspec nor
+#: graph store block says otherwise.
+REFERENCE_LOADER_DEFAULTS: dict[str, Any] = {
+    "source_format": "turtle",
+    "mode": "AUTO",
+    "fail_on_error": False,
+    "parallelism": "HIGH",
+    "update_single_cardinality_properties": True,
+    "queue_request": True,
+}
+
+
+def block_loader_defaults(block: Any) -> dict[str, Any]:
+    """The loader settings a graph store block configures for every job of its deployment."""
+    return {k: getattr(block, k, v) for k, v in REFERENCE_LOADER_DEFAULTS.items()}
+
+
 def build_load_request(
-    spec: JobSpec, source: str, default_role: str | None = None, default_region: str | None = None
+    spec: JobSpec,
+    source: str,
+    default_role: str | None = None,
+    default_region: str | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> LoadRequest:
-    """The load a jobspec asks for: its ``neptune_configuration`` over the store's defaults."""
+    """The load a jobspec asks for: its ``neptune_configuration`` over the block's defaults."""
     cfg = spec.neptune_configuration
+    base = {**REFERENCE_LOADER_DEFAULTS, **(defaults or {})}
+
+    def pick(name: str) -> Any:
+        value = getattr(cfg, name)
+        return base[name] if value is None else value
+
     return LoadRequest(
         source=source,
-        format=cfg.source_format,
+        format=pick("source_format"),
         iam_role_arn=cfg.iam_role or default_role,
         region=cfg.region or default_region,
-        mode=cfg.mode,
-        fail_on_error=cfg.fail_on_error,
-        parallelism=cfg.parallelism,
-        update_single_cardinality_properties=cfg.update_single_cardinality_properties,
-        queue_request=cfg.queue_request,
+        mode=pick("mode"),
+        fail_on_error=pick("fail_on_error"),
+        parallelism=pick("parallelism"),
+        update_single_cardinality_properties=pick("update_single_cardinality_properties"),
+        queue_request=pick("queue_request"),
         named_graph=cfg.named_graph,
         base_uri=cfg.base_uri,
         dependencies=tuple(cfg.dependencies),

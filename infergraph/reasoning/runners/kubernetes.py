@@ -21,6 +21,7 @@ from typing import Any
 from prefect_kubernetes.credentials import KubernetesCredentials
 
 from infergraph.reasoning.jobspec import JobSpec
+from infergraph.reasoning.settings import log_name
 
 KUBERNETES_VERSION = "1.30"
 RUN_AS_USER = 1000
@@ -73,6 +74,17 @@ def classify_files(names: list[str], query_texts: dict[str, str], spec: JobSpec)
         (counts if form and form.group(1).upper() == "SELECT" else exports).append(query)
     data = [n for n in names if n.lower().endswith(RDF_DATA) or n.lower().endswith(".gz")]
     return DatasetFiles(sorted(rules), sorted(data), sorted(exports), sorted(counts))
+
+
+def check_rule_formats(names: list[str], spec: JobSpec) -> None:
+    """The reasoner imports RDFox Datalog only: SPARQL Update rules must not be skipped silently."""
+    rules = spec.rules if spec.rules is not None else [n for n in names if n.endswith(".ru")]
+    bad = [name for name in rules if not name.endswith(".dlog")]
+    if bad:
+        raise ValueError(
+            f"rule file(s) {', '.join(bad)} are not RDFox Datalog (*.dlog), which is all the "
+            "kubernetes runner imports: convert them, or use runner 'local'"
+        )
 
 
 def _strip_prologue(text: str) -> str:
@@ -180,7 +192,7 @@ def build_manifest(
         f"while [ ! -f {OUTPUT}/DONE ]; do sleep 5; done; "
         f"aws s3 cp --recursive --only-show-errors {OUTPUT}/data/ "
         f"{shlex.quote(output + 'data/')} ; "
-        f"aws s3 cp --only-show-errors {OUTPUT}/rdfox.log {shlex.quote(output + 'rdfox.log')}"
+        f"aws s3 cp --only-show-errors {OUTPUT}/rdfox.log {shlex.quote(output + log_name())}"
     )
     return {
         "apiVersion": "batch/v1",
@@ -387,3 +399,19 @@ def job_outcome(name: str, namespace: str, credentials: KubernetesCredentials | 
                         detail += f": {term.message.strip()[:300]}"
                     why.append(detail)
         return JobOutcome("failed", "; ".join(why))
+
+
+def delete_job(name: str, namespace: str, credentials: KubernetesCredentials | None) -> bool:
+    """Delete the Job and its pods; False if it was already gone."""
+    from kubernetes import client
+
+    with api_client(credentials) as api:
+        try:
+            client.BatchV1Api(api).delete_namespaced_job(
+                name, namespace, propagation_policy="Background"
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+    return True

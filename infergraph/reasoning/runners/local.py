@@ -21,10 +21,21 @@ from prefect_aws import AwsCredentials
 
 from infergraph.aws.clients import aws_client
 from infergraph.aws.storage import is_s3_uri, local_path, split_s3_uri
+from infergraph.reasoning.datalog import (
+    DatalogError,
+    Program,
+    materialise_datalog,
+    parse_datalog,
+)
+from infergraph.reasoning.datalog.evaluate import compile_program
 from infergraph.reasoning.jobspec import JobSpec
 from infergraph.reasoning.rdfox_log import TIME_FORMAT
+from infergraph.reasoning.settings import log_name
 
 MAX_ROUNDS = 200
+#: Rule files by suffix; a dataset's rule files in any other format are an error, never skipped.
+RULE_FORMATS = {".ru": "SPARQL Update", ".dlog": "RDFox Datalog"}
+RUNNABLE_RULES = frozenset({".ru", ".dlog"})
 DATA_SUFFIXES = {
     ".nt": "N_TRIPLES",
     ".nq": "N_QUADS",
@@ -89,7 +100,7 @@ def run_local_job(
 def upload_log(
     spec: JobSpec, job_id: str, text: str, credentials: AwsCredentials | None = None
 ) -> str:
-    uri = spec.output_prefix(job_id) + "rdfox.log"
+    uri = spec.output_prefix(job_id) + log_name()
     bucket, key = split_s3_uri(uri)
     aws_client("s3", credentials).put_object(
         Bucket=bucket, Key=key, Body=text.encode(), ContentType="text/plain"
@@ -103,7 +114,8 @@ def _run(
     from pyoxigraph import RdfFormat, Store
 
     files = _dataset_files(spec.dataset_location, credentials)
-    rules = _pick(spec.rules, files, ".ru", spec.dataset_location)
+    rules = _pick(spec.rules, files, tuple(RULE_FORMATS), spec.dataset_location)
+    _check_rule_formats(rules, log)
     queries = _pick(spec.queries, files, ".rq", spec.dataset_location)
     data = sorted(uri for uri in files if _suffix(uri) in DATA_SUFFIXES)
     if not data:
@@ -112,6 +124,15 @@ def _run(
             log.text,
         )
     fetched = _fetch([*data, *rules, *queries], tmp / "data", credentials)
+    # Datalog is parsed and stratified before any work: a construct the translation does not
+    # cover fails the job here, naming file, line and construct.
+    programs: list[Program] = []
+    try:
+        for uri in (u for u in rules if _suffix(u) == ".dlog"):
+            programs.append(parse_datalog(fetched[uri].read_text(), uri))
+        compile_program(programs)
+    except DatalogError as exc:
+        raise LocalRunFailed(str(exc), log.text) from None
     # In memory: rule rounds are update-heavy, ~15x faster than on disk. Memory per entry
     # (the reasoner's "Bytes per entry") is then the process's growth while it holds the store.
     memory_before = _rss()
@@ -124,7 +145,8 @@ def _run(
     for uri in rules:
         started = time.perf_counter()
         log(f"Adding data in file '{uri}'.")
-        rule_texts.append((uri, fetched[uri].read_text()))
+        if _suffix(uri) == ".ru":
+            rule_texts.append((uri, fetched[uri].read_text()))
         log(f"Import operation took {time.perf_counter() - started:.3f} s.")
     log(f"Processed {len(rules)} rules, of which {len(rules)} were updated.")
     started = time.perf_counter()
@@ -141,8 +163,8 @@ def _run(
     log("Materializing rules.")
     started = time.perf_counter()
     try:
-        rounds = materialise(store, rule_texts)
-    except (RuntimeError, SyntaxError) as exc:
+        rounds = _materialise_all(store, programs, rule_texts)
+    except (RuntimeError, SyntaxError, DatalogError) as exc:
         raise LocalRunFailed(str(exc), log.text) from None
     idb = len(store)
     log(f"Materialization time:      {time.perf_counter() - started:.3f} s.")
@@ -217,6 +239,21 @@ def _run(
     return LocalRunResult(log_uri, uploaded, rounds, log.text, counts)
 
 
+def _materialise_all(store: Any, programs: list[Program], rule_texts: list[tuple[str, str]]) -> int:
+    """Datalog (semi-naive) and SPARQL Update rules, alternately, until neither adds a fact."""
+    if not rule_texts:
+        return materialise_datalog(store, programs, MAX_ROUNDS) if programs else 1
+    if not programs:
+        return materialise(store, rule_texts)
+    rounds = 0
+    while True:
+        before = len(store)
+        rounds += materialise_datalog(store, programs, MAX_ROUNDS - rounds)
+        rounds += materialise(store, rule_texts, MAX_ROUNDS - rounds)
+        if len(store) == before:
+            return rounds
+
+
 def materialise(store: Any, rules: list[tuple[str, str]], max_rounds: int = MAX_ROUNDS) -> int:
     """Apply every (name, SPARQL Update) rule in order, round after round, until a round adds
     nothing; returns the number of rounds. Rules only insert, so the size is the test."""
@@ -265,10 +302,26 @@ def _dataset_files(location: str, credentials: AwsCredentials | None) -> list[st
     return [str(p) for p in sorted(folder.rglob("*")) if p.is_file()]
 
 
-def _pick(explicit: list[str] | None, files: list[str], suffix: str, base: str) -> list[str]:
+def _check_rule_formats(rules: list[str], log: _Log) -> None:
+    """Refuse, before any work, rule files this runner would otherwise silently not apply."""
+    bad = [uri for uri in rules if _suffix(uri) not in RUNNABLE_RULES]
+    if bad:
+        kinds = sorted({RULE_FORMATS.get(_suffix(uri), f"'{_suffix(uri)}'") for uri in bad})
+        runs = ", ".join(f"*{s} ({RULE_FORMATS[s]})" for s in sorted(RUNNABLE_RULES))
+        raise LocalRunFailed(
+            f"rule file(s) {', '.join(bad)} are {' / '.join(kinds)}, which the local runner "
+            f"cannot run (it runs {runs}): convert them, or use runner 'kubernetes'",
+            log.text,
+        )
+
+
+def _pick(
+    explicit: list[str] | None, files: list[str], suffix: str | tuple[str, ...], base: str
+) -> list[str]:
     """The jobspec's list (relative names resolved against the dataset), else all ``*suffix``."""
+    suffixes = (suffix,) if isinstance(suffix, str) else suffix
     if explicit is None:
-        return sorted(uri for uri in files if _suffix(uri) == suffix)
+        return sorted(uri for uri in files if _suffix(uri) in suffixes)
     picked = []
     for name in explicit:
         uri = name if is_s3_uri(name) or name.startswith("/") else base + name
