@@ -161,7 +161,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "heartbeat-skipped",
         "infergraph/inference/sources/sqs.py",
-        "        self.leases.heartbeat()\n",
+        "        extended = self.leases.heartbeat()\n",
         "        return None\n",
         SOURCES,
         "a slow message reappears mid-work and is processed twice",
@@ -170,8 +170,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "csv-part-drops-row",
         "infergraph/inference/sinks/s3_csv.py",
-        "chunk.results[i : i + self.rows] for i in range(",
-        "chunk.results[i : i + self.rows - 1] for i in range(",
+        "results[i : i + self.rows] for i in range(",
+        "results[i : i + self.rows - 1] for i in range(",
         SINKS,
         "every rows-th result silently missing from the CSV parts",
     ),
