@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
 from prefect_aws.client_parameters import AwsClientParameters
 from pydantic import Field, field_validator
 
+from blocks.graph_store import GraphStoreDefaults
 from infergraph.aws.clients import aws_client
 
 
-class NeptuneCluster(Block):
+class NeptuneCluster(GraphStoreDefaults):
     """A Neptune cluster endpoint, the IAM role its loader reads S3 with, and credentials.
 
     Requests to the cluster are SigV4-signed (service ``neptune-db``) with ``credentials``;
@@ -36,44 +36,6 @@ class NeptuneCluster(Block):
     )
     credentials: AwsCredentials = Field(
         default_factory=AwsCredentials, description="AWS credentials that sign the requests."
-    )
-    source_format: Literal["csv", "opencypher", "ntriples", "nquads", "rdfxml", "turtle"] = Field(
-        default="turtle",
-        description="Loader format for every job (a jobspec's neptune_configuration overrides it); "
-        "turtle, as the reference: the reasoner's N-Triples output is valid Turtle.",
-    )
-    mode: Literal["NEW", "RESUME", "AUTO"] = Field(default="AUTO", description="Loader mode.")
-    fail_on_error: bool = Field(
-        default=False,
-        description="Stop a load at its first bad record (the reference: false, so one bad "
-        "record does not lose a whole load; errors are listed in the notice).",
-    )
-    parallelism: Literal["LOW", "MEDIUM", "HIGH", "OVERSUBSCRIBE"] = Field(
-        default="HIGH", description="Loader parallelism."
-    )
-    update_single_cardinality_properties: bool = Field(
-        default=True, description="Replace single-cardinality property values (as the reference)."
-    )
-    queue_request: bool = Field(
-        default=True, description="Queue a load behind running ones instead of failing it."
-    )
-    inference_timeout_minutes: float = Field(
-        default=1440,
-        gt=0,
-        description="Default limit for a job to stay SCHEDULED (reasoning) before it fails; "
-        "a jobspec's inference_timeout_minutes overrides it.",
-    )
-    load_timeout_minutes: float = Field(
-        default=720,
-        gt=0,
-        description="Default limit for a bulk load to stay in progress before it is cancelled; "
-        "a jobspec's load_timeout_minutes overrides it.",
-    )
-    log_grace_minutes: float = Field(
-        default=15,
-        gt=0,
-        description="How long after its Kubernetes Job succeeded a job may still publish "
-        "rdfox.log before it counts as finished without a log.",
     )
 
     @field_validator("endpoint")
