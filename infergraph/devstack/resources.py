@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infergraph.aws.local import LOCAL_CREDENTIALS_BLOCK
+
 DEFAULT_PORT = 5055
 REGION = "us-east-1"
-CREDENTIALS_BLOCK = "local-aws"
+CREDENTIALS_BLOCK = LOCAL_CREDENTIALS_BLOCK
 #: The AwsCredentials block name prefect.yaml's deployments use, on the emulator or real AWS.
 DEPLOYMENT_CREDENTIALS_BLOCK = "infergraph-aws"
 REASONING_INPUT, REASONING_OUTPUT = "reasoning-input", "reasoning-output"

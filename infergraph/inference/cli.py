@@ -6,12 +6,14 @@ import argparse
 import json
 from typing import Any
 
+from infergraph.cli_errors import UsageError, command
+from infergraph.inference import preflight
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.runners import THREADS
-from infergraph.local_prefect import local_settings
 from infergraph.predictors.digits import DEFAULT_PREDICTOR, SAMPLES
 
 
+@command()
 def main(inference: Any, argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run ``inference`` (passed in: the library never imports flows)."""
     parser = argparse.ArgumentParser(
@@ -52,28 +54,32 @@ def main(inference: Any, argv: list[str] | None = None) -> int:
         source = args.source[0]
     elif args.source:
         source = args.source
-    with local_settings():
-        inference(
-            source=source,
-            predictor=args.predictor,
-            predictor_options=dict(_parse_option(o) for o in args.option),
-            sinks=args.sink,
-            batch_size=args.batch_size,
-            max_in_flight=args.max_in_flight,
-            download_concurrency=args.download_concurrency,
-            max_pixels=args.max_pixels,
-            aws_credentials=args.aws_credentials,
-            requests_table=args.requests_table,
-            notify_topic=args.notify_topic,
-            task_runner=args.task_runner,
-        )
+    sources = [source] if isinstance(source, str) else source
+    preflight.check_local(sources, args.predictor)
+    args.aws_credentials = preflight.check_blocks(
+        sources, args.sink or [], args.aws_credentials, args.requests_table, args.notify_topic
+    )
+    inference(
+        source=source,
+        predictor=args.predictor,
+        predictor_options=dict(_parse_option(o) for o in args.option),
+        sinks=args.sink,
+        batch_size=args.batch_size,
+        max_in_flight=args.max_in_flight,
+        download_concurrency=args.download_concurrency,
+        max_pixels=args.max_pixels,
+        aws_credentials=args.aws_credentials,
+        requests_table=args.requests_table,
+        notify_topic=args.notify_topic,
+        task_runner=args.task_runner,
+    )
     return 0
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise SystemExit(f"--option expects KEY=VALUE, got {text!r}")
+        raise UsageError(f"--option expects KEY=VALUE, got {text!r}", "e.g. --option top_k=3")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
