@@ -45,6 +45,8 @@ from typing import Any
 
 from prefect.blocks.core import Block
 
+from infergraph.cli_errors import command
+
 ENV_PREFIX = "INFERGRAPH_BLOCK__"
 ENDPOINT_ENV = "INFERGRAPH_AWS_ENDPOINT_URL"
 REGION_ENV = "INFERGRAPH_AWS_REGION"
@@ -268,6 +270,7 @@ def _validation_text(exc: Exception) -> str:
     return str(exc)
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Create or update Prefect blocks from a file.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -171,7 +171,10 @@ def _known(exc: BaseException) -> UsageError | None:
     if module.startswith(("httpx", "httpcore")) and "Connect" in name:
         url = _prefect_api_url()
         if url:
-            return no_prefect_server(url)
+            from infergraph.local_prefect import NoPrefectServer
+
+            down = NoPrefectServer(url)
+            return UsageError(down.message, down.fix, RUNTIME)
     if name == "ObjectNotFound" and module.startswith("prefect"):
         return UsageError(
             f"not found on the Prefect server: {exc}", "check the name (prefect block ls)"
@@ -233,15 +236,6 @@ def no_such_bucket(bucket: str) -> UsageError:
     return UsageError(
         f"S3 bucket {bucket!r} does not exist",
         f"check the name (`aws s3 ls` lists yours; {LOCAL_AWS_UP} creates the local ones)",
-    )
-
-
-def no_prefect_server(url: str) -> UsageError:
-    return UsageError(
-        f"no Prefect server answers at PREFECT_API_URL={url}",
-        "start it (prefect server start), or use a temporary one: "
-        "prefect config unset PREFECT_API_URL (and unset the variable)",
-        RUNTIME,
     )
 
 

@@ -12,6 +12,18 @@ from typing import Any
 TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
+class NoPrefectServer(RuntimeError):
+    """``PREFECT_API_URL`` names a server that does not answer; ``fix`` says what to do."""
+
+    def __init__(self, url: str) -> None:
+        self.message = f"no Prefect server answers at PREFECT_API_URL={url}"
+        self.fix = (
+            "start it (prefect server start), or use a temporary one: "
+            "prefect config unset PREFECT_API_URL (and unset the variable)"
+        )
+        super().__init__(f"{self.message}: {self.fix}")
+
+
 @contextlib.contextmanager
 def local_settings() -> Iterator[None]:
     """Settings for a zero-setup run on a fresh machine.
@@ -52,12 +64,10 @@ def check_api(url: str | None) -> None:
         return
     import httpx
 
-    from infergraph.cli_errors import no_prefect_server
-
     try:
         httpx.get(f"{url.rstrip('/')}/health", timeout=5)
     except httpx.HTTPError:
-        raise no_prefect_server(url) from None
+        raise NoPrefectServer(url) from None
 
 
 def temporary_servers() -> set[int]:

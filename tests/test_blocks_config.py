@@ -144,12 +144,14 @@ def test_the_emulator_runs_in_the_background_until_stopped(tmp_path):
     from infergraph.devstack import Emulator
     from tests.support.servers import free_port
 
-    emulator = Emulator(tmp_path)
-    assert emulator.running() is None
-    state = emulator.start(free_port())
+    first, second = Emulator(tmp_path, free_port()), Emulator(tmp_path, free_port())
+    assert first.running() is None
+    state = first.start()
     try:
-        assert emulator.running() == state
-        assert (tmp_path / "moto.pid").read_text() == str(state["pid"])
+        assert first.running() == state
+        assert second.running() is None  # the port alone keeps them apart
+        assert (tmp_path / f"moto-{first.port}.pid").read_text() == str(state["pid"])
     finally:
-        assert emulator.stop()
-    assert emulator.running() is None and not (tmp_path / "moto.pid").exists()
+        assert first.stop()
+    assert first.running() is None and not first.pid_file.exists()
+    assert not second.stop()

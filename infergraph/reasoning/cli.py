@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from infergraph.aws.storage import split_s3_uri
+from infergraph.cli_errors import command
 from infergraph.reasoning.steps import (
     DEFAULT_GRAPH_STORE,
     DEFAULT_JOBS_TABLE,
@@ -18,6 +19,7 @@ DESCRIPTION = """Run the reasoning flows by hand: schedule a job from its jobspe
 reasoner log, refresh bulk loads and send notices, or write the example dataset."""
 
 
+@command()
 def main(
     schedule_reasoning_job: Any,
     process_inference: Any,
