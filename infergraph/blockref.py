@@ -41,7 +41,7 @@ def not_found(name: str, block_type: type[Block]) -> BlockNotFound:
     if close:
         fix = f"did you mean {close[0]!r}? (saved {slug} blocks: {', '.join(saved)})"
     elif saved:
-        fix = f"saved {slug} blocks: {', '.join(saved)}; save others with {SETUP_FILE}"
+        fix = f"saved {slug} blocks: {', '.join(saved)}; {SETUP_LOCAL} or {SETUP_FILE} saves others"
     else:
         fix = f"no {slug} block is saved: {SETUP_LOCAL} (local AWS) or {SETUP_FILE}"
     return BlockNotFound(f"no {block_type.__name__} block named {name!r}", fix)

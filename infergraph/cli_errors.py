@@ -48,6 +48,11 @@ def debugging() -> bool:
 def explain(exc: BaseException) -> UsageError:
     """The two-line form of ``exc`` (or of the first known exception it was raised from)."""
     for link in _chain(exc):
+        if isinstance(link, UsageError):
+            return link
+        if _ours(link) and getattr(link, "fix", None):
+            code = USAGE if isinstance(link, ValueError | LookupError) else RUNTIME
+            return UsageError(getattr(link, "message", None) or str(link), link.fix, code)
         known = _known(link)
         if known is not None:
             return known
@@ -162,8 +167,6 @@ def _ours(exc: BaseException) -> bool:
 
 
 def _known(exc: BaseException) -> UsageError | None:
-    if isinstance(exc, UsageError):
-        return exc
     name = type(exc).__name__
     module = type(exc).__module__
     if module.startswith("botocore"):

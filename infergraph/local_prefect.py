@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,12 +31,9 @@ def local_settings() -> Iterator[None]:
 
     Without a configured API, Prefect starts a temporary server whose first start
     migrates a new database, which takes longer than Prefect's default 20 s wait.
-    A configured API that does not answer fails here, in one line naming the fix,
-    instead of after Prefect's retries. Anything the user set in the environment
-    or a profile wins.
+    Anything the user set in the environment or a profile wins.
     """
     from prefect.settings import (
-        PREFECT_API_URL,
         PREFECT_SERVER_ANALYTICS_ENABLED,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
@@ -47,7 +45,6 @@ def local_settings() -> Iterator[None]:
         updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 180
     if os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false").lower() == "false":
         updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
-    check_api(PREFECT_API_URL.value())
     with temporary_settings(updates=updates):
         yield
 
@@ -58,8 +55,15 @@ def telemetry_off() -> None:
         os.environ.setdefault(name, value)
 
 
-def check_api(url: str | None) -> None:
-    """Fail fast, naming the fix, when ``PREFECT_API_URL`` points at no server."""
+def check_api() -> None:
+    """Fail fast, naming the fix, when ``PREFECT_API_URL`` points at no server.
+
+    Commands call it before their first use of Prefect, after their own cheap
+    checks, instead of waiting out the client's retries.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
     if not url:
         return
     import httpx
@@ -80,15 +84,21 @@ def temporary_servers() -> set[int]:
 def shutdown(keep: set[int] | None = None, timeout: float = 30.0) -> None:
     """Deliver queued events and logs, then stop the temporary server, in that order.
 
-    Left to ``atexit``, the server can be stopped while it is still writing the
-    last task-run events: harmless (it retries them in its final flush) but it
-    prints ``Error flushing … events`` with a ``CancelledError`` traceback.
-    Servers in ``keep`` (running before the command started, e.g. a test's) stay.
+    Left to ``atexit``, the event worker warns about the items it still holds,
+    and the server can be stopped while it is still writing the last task-run
+    events: harmless (it retries them in its final flush) but it prints ``Error
+    flushing … events`` with a ``CancelledError`` traceback. Servers in ``keep``
+    (running before the command started, e.g. a test's) stay up.
     """
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
     from prefect.server.api.server import SubprocessASGIServer
 
+    workers = [w for cls in (EventsWorker, APILogWorker) for w in _instances(cls)]
+    for worker in workers:
+        waiter = threading.Thread(target=worker.wait_until_empty, daemon=True)
+        waiter.start()
+        waiter.join(timeout)
     servers = [
         s
         for s in list(SubprocessASGIServer._instances.values())
@@ -96,13 +106,17 @@ def shutdown(keep: set[int] | None = None, timeout: float = 30.0) -> None:
     ]
     if not servers:
         return
-    for worker in (EventsWorker, APILogWorker):
+    for cls in (EventsWorker, APILogWorker):
         with contextlib.suppress(Exception):
-            worker.drain_all(timeout=timeout)
+            cls.drain_all(timeout=timeout)
     for server in servers:
         _wait_until_idle(server.api_url)
         server.stop()
-        server.running = False
+
+
+def _instances(cls: Any) -> list[Any]:
+    with cls._instance_cache_lock:
+        return list(cls._instances.values())
 
 
 def _wait_until_idle(api_url: str, timeout: float = 15.0) -> None:

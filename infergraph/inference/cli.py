@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from infergraph.cli_errors import UsageError, command
 from infergraph.inference import preflight
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.runners import THREADS
+from infergraph.inference.sinks.base import DEFAULT_SINKS
+from infergraph.local_prefect import check_api
 from infergraph.predictors.digits import DEFAULT_PREDICTOR, SAMPLES
 
 
@@ -56,10 +59,11 @@ def main(inference: Any, argv: list[str] | None = None) -> int:
         source = args.source
     sources = [source] if isinstance(source, str) else source
     preflight.check_local(sources, args.predictor)
+    check_api()
     args.aws_credentials = preflight.check_blocks(
         sources, args.sink or [], args.aws_credentials, args.requests_table, args.notify_topic
     )
-    inference(
+    summary = inference(
         source=source,
         predictor=args.predictor,
         predictor_options=dict(_parse_option(o) for o in args.option),
@@ -73,7 +77,16 @@ def main(inference: Any, argv: list[str] | None = None) -> int:
         notify_topic=args.notify_topic,
         task_runner=args.task_runner,
     )
-    return 0
+    written = [_where(s) for s in (args.sink or DEFAULT_SINKS)]
+    print(f"results in: {', '.join(written)}")
+    return 0 if summary is not None else 1
+
+
+def _where(sink: str) -> str:
+    """A sink as the user can find it: local files by absolute path, the rest as given."""
+    if "://" in sink and not sink.startswith("file://"):
+        return sink
+    return str(Path(sink.removeprefix("file://")).resolve())
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
