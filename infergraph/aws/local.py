@@ -7,6 +7,8 @@ otherwise fall back to the default AWS chain use it when it is alive.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from urllib.parse import urlparse
 
 from prefect_aws import AwsCredentials
@@ -14,6 +16,8 @@ from prefect_aws import AwsCredentials
 #: The AwsCredentials block the devstack saves for its emulator.
 LOCAL_CREDENTIALS_BLOCK = "local-aws"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Where the devstack keeps its state and the ``blocks.yaml`` it saved (``INFERGRAPH_HOME``).
+LOCAL_HOME = Path(os.environ.get("INFERGRAPH_HOME", Path.home() / ".infergraph")) / "local-aws"
 
 
 def endpoint_of(credentials: AwsCredentials) -> str | None:
