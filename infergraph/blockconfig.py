@@ -338,7 +338,6 @@ def _validation_text(exc: Exception) -> str:
     return str(exc)
 
 
-@command()
 def config_path(path: Path) -> Path:
     """``path``, or the shipped example it names; a missing file says which to copy."""
     import blocks
@@ -357,6 +356,7 @@ def config_path(path: Path) -> Path:
     )
 
 
+@command()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Create or update Prefect blocks from a file.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -60,8 +60,11 @@ def test_a_config_file_creates_blocks_with_references_and_overrides(prefect_serv
     assert "s3cr3t-value" not in shown and "cfg-creds" in shown
 
     # Real AWS: the same file with the endpoint dropped, no code change.
-    block_config.apply(path, {"CFG_TEST_SECRET": "x", "INFERGRAPH_AWS_ENDPOINT_URL": ""})
-    assert SqsQueue.load("cfg-queue").credentials.aws_client_parameters.endpoint_url is None
+    real = {"CFG_TEST_SECRET": "x", "INFERGRAPH_AWS_ENDPOINT_URL": "", "AWS_ACCOUNT_ID": "1" * 12}
+    block_config.apply(path, real)
+    queue = SqsQueue.load("cfg-queue")
+    assert queue.credentials.aws_client_parameters.endpoint_url is None
+    assert queue.queue_url == "https://sqs.eu-west-1.amazonaws.com/111111111111/q"
 
 
 @pytest.mark.parametrize(
