@@ -52,7 +52,9 @@ def main(
         "example", help="write the example dataset to a folder or s3:// prefix"
     )
     example.add_argument("dest")
-    example.add_argument("--triples", type=int, default=10_000)
+    example.add_argument(
+        "--triples", type=int, default=10_000, help="about this many (whole transactions)"
+    )
     example.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     common = {"jobs_table": args.jobs_table, "notices": args.notices}
@@ -61,7 +63,10 @@ def main(
 
         creds = credentials_block(args.aws_credentials)
         data = write_example(args.dest, args.triples, args.seed, credentials=creds)
-        print(f"wrote {data.triple_count} triples, rules and queries to {args.dest}")
+        print(
+            f"wrote {data.triple_count} triples (asked for about {args.triples}: whole "
+            f"transactions), rules and queries to {args.dest}"
+        )
         return 0
     if args.command == "schedule":
         bucket, key = split_s3_uri(args.uri)
