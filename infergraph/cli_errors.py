@@ -95,8 +95,7 @@ def run(body: Callable[[], int], prefect: bool = True) -> int:
     """``body()``'s exit code; a known mistake becomes two lines on stderr and 2 (or 1)."""
     if prefect:
         import prefect as _  # noqa: F401  (configures the logging whose console is adjusted)
-    if not debugging():
-        hide_tracebacks()
+    hidden = [] if debugging() else hide_tracebacks()
     try:
         if not prefect:
             return body()
@@ -118,13 +117,22 @@ def run(body: Callable[[], int], prefect: bool = True) -> int:
         for line in error.lines():
             print(line, file=sys.stderr)
         return error.exit_code
+    finally:
+        for handler, formatter in hidden:  # as it was, for whoever runs next in this process
+            handler.setFormatter(formatter)
 
 
-def hide_tracebacks() -> None:
-    """Console log records show their message but not their traceback (the API log keeps it)."""
+def hide_tracebacks() -> list[tuple[logging.Handler, logging.Formatter | None]]:
+    """Console log records show their message but not their traceback (the API log keeps it).
+
+    Returns each changed handler with its formatter before, to put back.
+    """
+    changed = []
     for handler in _console_handlers():
         if not isinstance(handler.formatter, _NoTraceback):
+            changed.append((handler, handler.formatter))
             handler.setFormatter(_NoTraceback(handler.formatter))
+    return changed
 
 
 class _NoTraceback(logging.Formatter):

@@ -58,15 +58,21 @@ def check_blocks(
 ) -> str | None:
     """Every named block exists and S3 is reachable; the credentials block to use.
 
-    An S3 source or sink without ``--aws-credentials`` uses the local block when
-    local AWS is up (and says so), else the default AWS chain, which must find
-    credentials.
+    An S3 source or sink without ``--aws-credentials`` uses the queue's credentials
+    with an sqs:// source (as the flow does), else the local block when local AWS
+    is up (and says so), else the default AWS chain, which must find credentials
+    (also said).
     """
     specs = [*sources, *sinks]
+    queue_credentials = (
+        None  # an sqs:// source lends its queue's credentials to S3 (the flow's rule)
+    )
     for spec in specs:
         scheme, sep, rest = spec.partition("://")
         if sep and scheme in BLOCK_SCHEMES and rest:
-            resolve_block(rest.split("?", 1)[0].rstrip("/"), BLOCK_SCHEMES[scheme])
+            block = resolve_block(rest.split("?", 1)[0].rstrip("/"), BLOCK_SCHEMES[scheme])
+            if spec in sources and isinstance(block, SqsQueue):
+                queue_credentials = block.credentials
     if requests_table:
         resolve_block(requests_table, DynamoDBTable)
     if notify_topic:
@@ -75,7 +81,9 @@ def check_blocks(
         {s.split("://", 1)[1].split("/", 1)[0] for s in specs if s.startswith("s3://")}
     )
     credentials = resolve_block(aws_credentials, AwsCredentials) if aws_credentials else None
-    if buckets and credentials is None:
+    if credentials is None and queue_credentials is not None:
+        credentials = queue_credentials
+    elif buckets and credentials is None:
         credentials = local_credentials()
         if credentials is not None:
             aws_credentials = LOCAL_CREDENTIALS_BLOCK
