@@ -22,12 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 ALARMING = ("ERROR", "Traceback", "CancelledError", "Failed to send telemetry")
 
 
-def one_run(home: Path, folder: Path) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PYTHONPATH=str(REPO))
+def one_run(home: Path, folder: Path, repo: Path = REPO) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DO_NOT_TRACK"))}
+    env.update(PREFECT_HOME=str(home), PYTHONPATH=str(repo))
     began = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(REPO / "flows" / "inference.py")],
+        [sys.executable, str(repo / "flows" / "inference.py")],
         cwd=folder,
         env=env,
         capture_output=True,
@@ -51,6 +51,9 @@ def main() -> int:
     parser.add_argument(
         "--fresh-home", action="store_true", help="a new PREFECT_HOME per run (database migrated)"
     )
+    parser.add_argument(
+        "--repo", type=Path, default=REPO, help="checkout to run (e.g. a baseline branch)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="quickstart-noise-") as tmp:
         root = Path(tmp)
@@ -59,7 +62,7 @@ def main() -> int:
             home = root / (f"prefect-{i}" if args.fresh_home else "prefect")
             folder = root / f"run-{i}"
             folder.mkdir()
-            result = one_run(home, folder)
+            result = one_run(home, folder, args.repo)
             print(json.dumps({"run": i, **result}), flush=True)
             results.append(result)
     bad = [r for r in results if r["exit"] != 0 or r["alarming"]]
