@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,9 +83,8 @@ def temporary_servers() -> set[int]:
 def shutdown(keep: set[int] | None = None, timeout: float = 30.0) -> None:
     """Deliver queued events and logs, then stop the temporary server, in that order.
 
-    Left to ``atexit``, the event worker warns about the items it still holds,
-    and the server can be stopped while it is still writing the last task-run
-    events: harmless (it retries them in its final flush) but it prints ``Error
+    Left to ``atexit``, the server can be stopped while it is still writing the
+    last task-run events: harmless (it retries them in its final flush) but it prints ``Error
     flushing … events`` with a ``CancelledError`` traceback. Servers in ``keep``
     (running before the command started, e.g. a test's) stay up.
     """
@@ -94,11 +92,6 @@ def shutdown(keep: set[int] | None = None, timeout: float = 30.0) -> None:
     from prefect.logging.handlers import APILogWorker
     from prefect.server.api.server import SubprocessASGIServer
 
-    workers = [w for cls in (EventsWorker, APILogWorker) for w in _instances(cls)]
-    for worker in workers:
-        waiter = threading.Thread(target=worker.wait_until_empty, daemon=True)
-        waiter.start()
-        waiter.join(timeout)
     servers = [
         s
         for s in list(SubprocessASGIServer._instances.values())
@@ -114,12 +107,7 @@ def shutdown(keep: set[int] | None = None, timeout: float = 30.0) -> None:
         server.stop()
 
 
-def _instances(cls: Any) -> list[Any]:
-    with cls._instance_cache_lock:
-        return list(cls._instances.values())
-
-
-def _wait_until_idle(api_url: str, timeout: float = 15.0) -> None:
+def _wait_until_idle(api_url: str, timeout: float = 5.0) -> None:
     """Wait until the server has recorded every task run's last state (bounded).
 
     The server records task runs from events, one at a time, after the client has
