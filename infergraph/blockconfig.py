@@ -20,8 +20,9 @@ environment rather than in the file. After interpolation, environment
 variables override single fields:
 
 - ``INFERGRAPH_AWS_ENDPOINT_URL`` sets ``aws_client_parameters.endpoint_url`` of
-  every ``aws-credentials`` block (set it empty to talk to real AWS), and
-  ``INFERGRAPH_AWS_REGION`` their ``region_name``;
+  every ``aws-credentials`` block and moves queue URLs with it; set it empty to
+  talk to real AWS (with ``AWS_ACCOUNT_ID`` for queue URLs and ARNs, see
+  :func:`switch_endpoint`), and ``INFERGRAPH_AWS_REGION`` sets their ``region_name``;
 - ``INFERGRAPH_BLOCK__<TYPE>__<NAME>__<FIELD>[__<SUBFIELD>]`` sets one field, e.g.
   ``INFERGRAPH_BLOCK__SQS_QUEUE__INFERENCE_REQUESTS__VISIBILITY_TIMEOUT=600``
   (``-`` and ``_`` are interchangeable; the value is read as JSON when it can be).
@@ -45,9 +46,17 @@ from typing import Any
 
 from prefect.blocks.core import Block
 
+from infergraph.cli_errors import command
+
 ENV_PREFIX = "INFERGRAPH_BLOCK__"
 ENDPOINT_ENV = "INFERGRAPH_AWS_ENDPOINT_URL"
 REGION_ENV = "INFERGRAPH_AWS_REGION"
+ACCOUNT_ENV = "AWS_ACCOUNT_ID"
+#: The shipped config for real AWS (every block prefect.yaml names), in the blocks package.
+EXAMPLE_NAME = "aws.example.yaml"
+#: The placeholder keys the emulator accepts (``devstack up`` writes them); never real ones.
+EMULATOR_KEYS = frozenset({"testing"})
+_ARN = re.compile(r"^arn:aws:(?P<service>[a-z0-9-]+):[a-z0-9-]*:\d{12}:(?P<rest>.+)$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -222,11 +231,9 @@ def _interpolate(value: Any, where: str, environ: Mapping[str, str]) -> Any:
 
 
 def _apply_overrides(config: dict[str, dict[str, dict[str, Any]]], environ: Mapping[str, str]):
+    if ENDPOINT_ENV in environ:
+        switch_endpoint(config, environ[ENDPOINT_ENV], environ)
     for fields in config.get("aws-credentials", {}).values():
-        if ENDPOINT_ENV in environ:
-            params = dict(fields.get("aws_client_parameters") or {})
-            params["endpoint_url"] = environ[ENDPOINT_ENV] or None
-            fields["aws_client_parameters"] = params
         if environ.get(REGION_ENV):
             fields["region_name"] = environ[REGION_ENV]
     for variable, raw in environ.items():
@@ -242,6 +249,69 @@ def _apply_overrides(config: dict[str, dict[str, dict[str, Any]]], environ: Mapp
         for part in path[:-1]:
             target = target.setdefault(part, {})
         target[path[-1]] = _parse_value(raw)
+
+
+def switch_endpoint(
+    config: dict[str, dict[str, dict[str, Any]]], endpoint: str, environ: Mapping[str, str]
+) -> None:
+    """Point every AWS block at ``endpoint`` ("" = real AWS), leaving nothing of the old one.
+
+    Besides each credentials block's ``endpoint_url``, the emulator shows in queue
+    URLs (``http://127.0.0.1:5055/<account>/<name>``), in ARNs (its account) and in
+    the emulator's placeholder keys; for real AWS those become
+    ``https://sqs.<region>.amazonaws.com/<AWS_ACCOUNT_ID>/<name>``, ARNs in
+    ``AWS_ACCOUNT_ID`` and ``INFERGRAPH_AWS_REGION`` (or the file's region), and no
+    keys at all (boto3's default chain: role, profile or environment).
+    """
+    credentials = config.get("aws-credentials", {})
+    old = {
+        str((f.get("aws_client_parameters") or {}).get("endpoint_url") or "").rstrip("/")
+        for f in credentials.values()
+    } - {""}
+    for fields in credentials.values():
+        params = dict(fields.get("aws_client_parameters") or {})
+        params["endpoint_url"] = endpoint or None
+        fields["aws_client_parameters"] = params
+        if not endpoint:
+            for key in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
+                if fields.get(key) in EMULATOR_KEYS:
+                    del fields[key]
+    if not old:
+        return
+    region = environ.get(REGION_ENV) or next(
+        (f["region_name"] for f in credentials.values() if f.get("region_name")), "us-east-1"
+    )
+    account = environ.get(ACCOUNT_ENV, "")
+
+    def rewrite(value: Any, where: str) -> Any:
+        if isinstance(value, dict):
+            return {k: rewrite(v, f"{where}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [rewrite(v, where) for v in value]
+        if not isinstance(value, str):
+            return value
+        base = next((o for o in old if value.startswith(o + "/")), None)
+        if base is not None:
+            if endpoint:
+                return endpoint.rstrip("/") + value[len(base) :]
+            name = value.rstrip("/").rsplit("/", 1)[-1]
+            return f"https://sqs.{region}.amazonaws.com/{need_account(where)}/{name}"
+        arn = _ARN.match(value)
+        if arn and not endpoint:
+            return f"arn:aws:{arn['service']}:{region}:{need_account(where)}:{arn['rest']}"
+        return value
+
+    def need_account(where: str) -> str:
+        if not account:
+            raise BlockConfigError(
+                f"{where}: set {ACCOUNT_ENV}=<your AWS account id> to move queue URLs and "
+                "ARNs from the emulator to real AWS"
+            )
+        return account
+
+    for slug, blocks in config.items():
+        for name, fields in blocks.items():
+            blocks[name] = rewrite(fields, f"{slug}.{name}")
 
 
 def _match(options: Mapping[str, Any], token: str, variable: str) -> str:
@@ -268,6 +338,25 @@ def _validation_text(exc: Exception) -> str:
     return str(exc)
 
 
+def config_path(path: Path) -> Path:
+    """``path``, or the shipped example it names; a missing file says which to copy."""
+    import blocks
+    from infergraph.aws.local import LOCAL_HOME
+    from infergraph.cli_errors import UsageError
+
+    example = Path(blocks.__file__).resolve().parent / EXAMPLE_NAME
+    if path.is_file():
+        return path
+    if path.name == EXAMPLE_NAME:
+        return example
+    raise UsageError(
+        f"{path}: no such file",
+        f"copy {LOCAL_HOME / 'blocks.yaml'} (written by python -m infergraph.devstack up) "
+        f"or the real-AWS example {example}, edit it, and apply the copy",
+    )
+
+
+@command()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Create or update Prefect blocks from a file.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -275,14 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("file", type=Path)
     cmd.add_argument("--dry-run", action="store_true", help="validate and print, save nothing")
     args = parser.parse_args(argv)
-    from infergraph.local_prefect import local_settings
-
-    try:
-        with local_settings():
-            entries = apply(args.file, dry_run=args.dry_run)
-    except BlockConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    entries = apply(config_path(args.file), dry_run=args.dry_run)
     verb = "would save" if args.dry_run else "saved"
     for entry in entries:
         print(f"{verb} {entry.describe()}")

@@ -1,17 +1,35 @@
-"""Prefect settings for a zero-setup run on a fresh machine."""
+"""Prefect settings for a zero-setup run on a fresh machine, and a quiet, orderly shutdown."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
+#: Off everywhere: anonymous usage reports only produce errors on machines without internet.
+#: ``DO_NOT_TRACK`` is the client's switch, the setting the (temporary) server's.
+TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
-def local_settings() -> Any:
+
+class NoPrefectServer(RuntimeError):
+    """``PREFECT_API_URL`` names a server that does not answer; ``fix`` says what to do."""
+
+    def __init__(self, url: str) -> None:
+        self.message = f"no Prefect server answers at PREFECT_API_URL={url}"
+        self.fix = (
+            "start it (prefect server start), or use a temporary one: "
+            "prefect config unset PREFECT_API_URL (and unset the variable)"
+        )
+        super().__init__(f"{self.message}: {self.fix}")
+
+
+@contextlib.contextmanager
+def local_settings() -> Iterator[None]:
     """Settings for a zero-setup run on a fresh machine.
 
     Without a configured API, Prefect starts a temporary server whose first start
-    migrates a new database, which takes longer than Prefect's default 20 s wait;
-    anonymous telemetry only produces errors on machines without internet.
+    migrates a new database, which takes longer than Prefect's default 20 s wait.
     Anything the user set in the environment or a profile wins.
     """
     from prefect.settings import (
@@ -20,9 +38,101 @@ def local_settings() -> Any:
         temporary_settings,
     )
 
+    telemetry_off()
     updates: dict[Any, Any] = {}
     if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
         updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 180
-    if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:
+    if os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false").lower() == "false":
         updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
-    return temporary_settings(updates=updates)
+    with temporary_settings(updates=updates):
+        yield
+
+
+def telemetry_off() -> None:
+    """Turn Prefect's telemetry off for this process and the servers it starts (unless set)."""
+    for name, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(name, value)
+
+
+def check_api() -> None:
+    """Fail fast, naming the fix, when ``PREFECT_API_URL`` points at no server.
+
+    Commands call it before their first use of Prefect, after their own cheap
+    checks, instead of waiting out the client's retries.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return
+    import httpx
+
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5)
+    except httpx.HTTPError:
+        raise NoPrefectServer(url) from None
+
+
+def temporary_servers() -> set[int]:
+    """Identities of the temporary Prefect servers running in this process."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    return {id(s) for s in SubprocessASGIServer._instances.values() if s.running}
+
+
+def shutdown(keep: set[int] | None = None, timeout: float = 30.0) -> None:
+    """Deliver queued events and logs, then stop the temporary server, in that order.
+
+    Left to ``atexit``, the server can be stopped while it is still writing the
+    last task-run events: harmless (it retries them in its final flush) but it prints ``Error
+    flushing … events`` with a ``CancelledError`` traceback. Servers in ``keep``
+    (running before the command started, e.g. a test's) stay up.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+
+    servers = [
+        s
+        for s in list(SubprocessASGIServer._instances.values())
+        if s.running and s.server_process is not None and id(s) not in (keep or set())
+    ]
+    if not servers:
+        return
+    for cls in (EventsWorker, APILogWorker):
+        with contextlib.suppress(Exception):
+            cls.drain_all(timeout=timeout)
+    for server in servers:
+        _wait_until_idle(server.api_url)
+        server.stop()
+
+
+def _wait_until_idle(api_url: str, timeout: float = 5.0) -> None:
+    """Wait until the server has recorded every task run's last state (bounded).
+
+    The server records task runs from events, one at a time, after the client has
+    sent them; while a task run it knows is not final, it still has work queued.
+    """
+    import time
+    from datetime import UTC, datetime
+
+    import httpx
+    import psutil
+
+    started = datetime.fromtimestamp(psutil.Process().create_time() - 1, UTC).isoformat()
+    ours = {"expected_start_time": {"after_": started}}
+    final = ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]
+    body = {"task_runs": {**ours, "state": {"type": {"not_any_": final}}}}
+    deadline = time.monotonic() + timeout
+    previous = None
+    with httpx.Client(base_url=api_url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            try:
+                pending = client.post("/task_runs/count", json=body).json()
+                total = client.post("/task_runs/count", json={"task_runs": ours}).json()
+            except (httpx.HTTPError, ValueError):
+                return
+            if pending == 0 and total == previous:
+                return
+            previous = total
+            time.sleep(0.3)

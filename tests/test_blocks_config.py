@@ -46,7 +46,8 @@ def test_a_config_file_creates_blocks_with_references_and_overrides(prefect_serv
         "dynamodb-table/cfg-table",
     ]
     queue = SqsQueue.load("cfg-queue")
-    assert queue.queue_url == "http://127.0.0.1:1/000/q" and queue.visibility_timeout == 900
+    # the queue URL moves with the endpoint
+    assert queue.queue_url == "http://127.0.0.1:4566/000/q" and queue.visibility_timeout == 900
     assert queue.credentials.aws_client_parameters.endpoint_url == "http://127.0.0.1:4566"
     assert queue.credentials.aws_secret_access_key.get_secret_value() == "s3cr3t-value"
     table = DynamoDBTable.load("cfg-table")
@@ -59,8 +60,11 @@ def test_a_config_file_creates_blocks_with_references_and_overrides(prefect_serv
     assert "s3cr3t-value" not in shown and "cfg-creds" in shown
 
     # Real AWS: the same file with the endpoint dropped, no code change.
-    block_config.apply(path, {"CFG_TEST_SECRET": "x", "INFERGRAPH_AWS_ENDPOINT_URL": ""})
-    assert SqsQueue.load("cfg-queue").credentials.aws_client_parameters.endpoint_url is None
+    real = {"CFG_TEST_SECRET": "x", "INFERGRAPH_AWS_ENDPOINT_URL": "", "AWS_ACCOUNT_ID": "1" * 12}
+    block_config.apply(path, real)
+    queue = SqsQueue.load("cfg-queue")
+    assert queue.credentials.aws_client_parameters.endpoint_url is None
+    assert queue.queue_url == "https://sqs.eu-west-1.amazonaws.com/111111111111/q"
 
 
 @pytest.mark.parametrize(
@@ -144,12 +148,60 @@ def test_the_emulator_runs_in_the_background_until_stopped(tmp_path):
     from infergraph.devstack import Emulator
     from tests.support.servers import free_port
 
-    emulator = Emulator(tmp_path)
-    assert emulator.running() is None
-    state = emulator.start(free_port())
+    first, second = Emulator(tmp_path, free_port()), Emulator(tmp_path, free_port())
+    assert first.running() is None
+    state = first.start()
     try:
-        assert emulator.running() == state
-        assert (tmp_path / "moto.pid").read_text() == str(state["pid"])
+        assert first.running() == state
+        assert second.running() is None  # the port alone keeps them apart
+        assert (tmp_path / f"moto-{first.port}.pid").read_text() == str(state["pid"])
     finally:
-        assert emulator.stop()
-    assert emulator.running() is None and not (tmp_path / "moto.pid").exists()
+        assert first.stop()
+    assert first.running() is None and not first.pid_file.exists()
+    assert not second.stop()
+
+
+def test_switching_to_real_aws_leaves_nothing_local(prefect_server, tmp_path):
+    """The one documented step: the devstack's blocks.yaml applied with the endpoint removed."""
+    from infergraph.devstack import RESOURCES, to_yaml
+    from infergraph.devstack import block_config as devstack_config
+
+    endpoint, account = "http://127.0.0.1:5055", "123456789012"
+    made = {
+        "bucket": {b.name: b.name for b in RESOURCES.buckets},
+        "queue": {q.name: f"{endpoint}/{account}/{q.name}" for q in RESOURCES.queues},
+        "table": {t.name: t.name for t in RESOURCES.tables},
+        "topic": {t.name: f"arn:aws:sns:us-east-1:{account}:{t.name}" for t in RESOURCES.topics},
+    }
+    path = tmp_path / "blocks.yaml"
+    path.write_text(to_yaml(devstack_config(endpoint, made, home=tmp_path)))
+    real = {
+        "INFERGRAPH_AWS_ENDPOINT_URL": "",
+        "AWS_ACCOUNT_ID": "111122223333",
+        "INFERGRAPH_AWS_REGION": "eu-west-1",
+    }
+    with pytest.raises(block_config.BlockConfigError, match="AWS_ACCOUNT_ID"):
+        block_config.apply(path, {"INFERGRAPH_AWS_ENDPOINT_URL": ""}, dry_run=True)
+
+    saved = block_config.apply(path, real)
+
+    assert len(saved) >= 10
+    for entry in saved:
+        loaded = block_config.block_class(entry.slug).load(entry.name)
+        text = json.dumps(loaded.model_dump(mode="json"), default=str)
+        assert "127.0.0.1" not in text and account not in text, (entry.slug, entry.name, text)
+        assert '"testing"' not in text  # the emulator's placeholder keys are gone
+    queue = SqsQueue.load("inference-requests")
+    assert queue.queue_url == "https://sqs.eu-west-1.amazonaws.com/111122223333/inference-requests"
+    assert queue.credentials.aws_client_parameters.endpoint_url is None
+    assert queue.credentials.region_name == "eu-west-1"
+
+
+def test_apply_names_the_file_to_copy_or_takes_the_shipped_example(tmp_path):
+    from infergraph.cli_errors import UsageError
+
+    with pytest.raises(UsageError) as missing:
+        block_config.config_path(tmp_path / "blocks.yaml")
+    assert "blocks.yaml" in missing.value.fix and "aws.example.yaml" in missing.value.fix
+    example = block_config.config_path(tmp_path / "blocks" / "aws.example.yaml")
+    assert example.is_file() and "sqs-queue" in example.read_text()

@@ -19,8 +19,10 @@ from pydantic import ValidationError
 
 from infergraph.api.connections import ConnectionLimits, GuardedH11Protocol
 from infergraph.api.settings import ApiSettings, SettingsError, check_settings
+from infergraph.cli_errors import command
 
 
+@command(prefect=False)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infergraph.api",

@@ -1,7 +1,7 @@
 """Local AWS for trying the whole AWS path on one machine.
 
 ``python -m infergraph.devstack up`` starts moto in server mode in the background
-(loopback only; pid file and log under ``~/.infergraph/local-aws``), creates the
+(loopback only; pid file and log under ``~/.infergraph/local-aws``, keyed by port), creates the
 buckets, queues (each with a dead-letter queue and redrive policy), tables (the
 requests table with a ``state`` index, the reasoning jobs table with its status
 index), topics and S3 event notifications (objects created under
@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from infergraph.cli_errors import UsageError, command
 from infergraph.devstack.emulator import Emulator
 from infergraph.devstack.resources import (  # noqa: F401  (the devstack's public names)
     CREDENTIALS_BLOCK,
@@ -69,11 +70,11 @@ def up(
 
     from infergraph import blockconfig as block_configuration
 
-    emulator = Emulator(home)
+    emulator = Emulator(home, port)
     if endpoint is None:
-        state = emulator.running() or emulator.start(port)
+        state = emulator.running() or emulator.start()
         endpoint = state["endpoint"]
-        print(f"moto server at {endpoint} (pid {state['pid']}, log {emulator.home / 'moto.log'})")
+        print(f"moto server at {endpoint} (pid {state['pid']}, log {emulator.log_file})")
     credentials = AwsCredentials(
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
@@ -81,6 +82,8 @@ def up(
         aws_client_parameters={"endpoint_url": endpoint},
     )
     made = provision(credentials)
+    for kind, names in made.items():
+        print(f"{kind}s: {', '.join(_short(kind, v) for v in names.values())}")
     config = block_config(endpoint, made, home=emulator.home)
     emulator.home.mkdir(parents=True, exist_ok=True)
     config_path = emulator.home / "blocks.yaml"
@@ -95,10 +98,15 @@ def up(
     return endpoint
 
 
-def status() -> int:
-    state = Emulator().running()
+def _short(kind: str, value: str) -> str:
+    """A resource as ``up`` prints it: names, not the emulator's URLs and ARNs."""
+    return value.rsplit("/" if kind == "queue" else ":", 1)[-1]
+
+
+def status(port: int = DEFAULT_PORT) -> int:
+    state = Emulator(port=port).running()
     if state is None:
-        print("local AWS is not running (start it with: python -m infergraph.devstack up)")
+        print(f"local AWS is not running on port {port} (start it: {_up_command(port)})")
         return 1
     from prefect_aws import AwsCredentials
 
@@ -127,16 +135,18 @@ def status() -> int:
     return 0
 
 
-def enqueue(count: int, per_message: int, endpoint: str | None = None) -> int:
+def enqueue(
+    count: int, per_message: int, endpoint: str | None = None, port: int = DEFAULT_PORT
+) -> int:
     """Send ``count`` sample requests in messages of ``per_message``; mark them queued."""
     from prefect_aws import AwsCredentials
 
     from infergraph.aws.clients import aws_client
     from infergraph.aws.dynamodb import serialize
 
-    endpoint = endpoint or (Emulator().running() or {}).get("endpoint")
+    endpoint = endpoint or (Emulator(port=port).running() or {}).get("endpoint")
     if not endpoint:
-        raise SystemExit("local AWS is not running: python -m infergraph.devstack up")
+        raise UsageError("local AWS is not running", _up_command(port), exit_code=1)
     credentials = AwsCredentials(
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
@@ -168,6 +178,11 @@ def enqueue(count: int, per_message: int, endpoint: str | None = None) -> int:
     return count
 
 
+def _up_command(port: int) -> str:
+    suffix = "" if port == DEFAULT_PORT else f" --port {port}"
+    return f"python -m infergraph.devstack up{suffix}"
+
+
 def to_yaml(config: dict[str, dict[str, dict[str, Any]]]) -> str:
     import yaml
 
@@ -175,20 +190,26 @@ def to_yaml(config: dict[str, dict[str, dict[str, Any]]]) -> str:
     return head + yaml.safe_dump(config, sort_keys=False)
 
 
+@command(prefect=False)  # only ``up`` needs Prefect, and sets it up itself
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infergraph.devstack", description="Run AWS locally (moto) for infergraph."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     cmd = sub.add_parser("up", help="start moto, create resources, save blocks, upload samples")
-    cmd.add_argument("--port", type=int, default=DEFAULT_PORT)
     cmd.add_argument("--endpoint", help="use an emulator that is already running at this URL")
     cmd.add_argument("--no-samples", action="store_true", help="do not upload the sample images")
-    sub.add_parser("status", help="show the emulator, queues and tables")
-    sub.add_parser("down", help="stop the emulator (its data is lost)")
+    commands = [cmd]
+    commands.append(sub.add_parser("status", help="show the emulator, queues and tables"))
+    commands.append(sub.add_parser("down", help="stop the emulator (its data is lost)"))
     cmd = sub.add_parser("enqueue", help="send sample requests to the inference-requests queue")
     cmd.add_argument("--count", type=int, default=100)
     cmd.add_argument("--per-message", type=int, default=10)
+    commands.append(cmd)
+    for each in commands:
+        each.add_argument(
+            "--port", type=int, default=DEFAULT_PORT, help="the emulator's port (one per port)"
+        )
     args = parser.parse_args(argv)
     if args.command == "up":
         from infergraph.local_prefect import local_settings
@@ -197,12 +218,13 @@ def main(argv: list[str] | None = None) -> int:
             up(args.port, args.endpoint, samples=not args.no_samples)
         return 0
     if args.command == "status":
-        return status()
+        return status(args.port)
     if args.command == "down":
-        stopped = Emulator().stop()
-        print("stopped local AWS" if stopped else "local AWS was not running")
+        stopped = Emulator(port=args.port).stop()
+        where = f"local AWS on port {args.port}"
+        print(f"stopped {where}" if stopped else f"{where} was not running")
         return 0
-    sent = enqueue(args.count, args.per_message)
+    sent = enqueue(args.count, args.per_message, port=args.port)
     print(f"sent {sent} requests to inference-requests (state 'queued' in the requests table)")
     return 0
 

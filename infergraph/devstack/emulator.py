@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from infergraph.devstack.resources import HOME
+from infergraph.devstack.resources import DEFAULT_PORT, HOME
 
 
 def free_port() -> int:
@@ -63,20 +63,29 @@ def start_moto() -> tuple[subprocess.Popen, str]:
 
 @dataclass
 class Emulator:
-    """A moto server started in the background, found again through its pid file."""
+    """A moto server started in the background, found again through its pid file.
+
+    Its files are keyed by port, so ``--port`` alone keeps two emulators (two
+    checkouts, two users of one ``INFERGRAPH_HOME``) apart.
+    """
 
     home: Path = HOME
+    port: int = DEFAULT_PORT
 
     @property
     def pid_file(self) -> Path:
-        return self.home / "moto.pid"
+        return self.home / f"moto-{self.port}.pid"
 
     @property
     def state_file(self) -> Path:
-        return self.home / "state.json"
+        return self.home / f"state-{self.port}.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / f"moto-{self.port}.log"
 
     def running(self) -> dict[str, Any] | None:
-        """The state of a live emulator started by ``up``, else None."""
+        """The state of a live emulator started by ``up`` on this port, else None."""
         try:
             pid = int(self.pid_file.read_text())
             state = json.loads(self.state_file.read_text())
@@ -86,14 +95,19 @@ class Emulator:
             return None
         return {**state, "pid": pid}
 
-    def start(self, port: int) -> dict[str, Any]:
+    def start(self, port: int | None = None) -> dict[str, Any]:
+        from infergraph.cli_errors import UsageError
+
+        self.port = port or self.port
         self.home.mkdir(parents=True, exist_ok=True)
-        endpoint = f"http://127.0.0.1:{port}"
+        endpoint = f"http://127.0.0.1:{self.port}"
         if _answers(endpoint):
-            raise SystemExit(f"port {port} is in use by another program: pick one with --port")
-        log = open(self.home / "moto.log", "ab")  # noqa: SIM115 (the child keeps it)
+            raise UsageError(
+                f"port {self.port} is in use by another program", "pick another one with --port"
+            )
+        log = open(self.log_file, "ab")  # noqa: SIM115 (the child keeps it)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -103,9 +117,9 @@ class Emulator:
         while not _answers(endpoint):
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise SystemExit(f"moto did not start; see {self.home / 'moto.log'}")
+                raise UsageError(f"moto did not start; see {self.log_file}", exit_code=1)
             time.sleep(0.2)
-        state = {"endpoint": endpoint, "port": port}
+        state = {"endpoint": endpoint, "port": self.port}
         self.pid_file.write_text(str(proc.pid))
         self.state_file.write_text(json.dumps(state))
         return {**state, "pid": proc.pid}

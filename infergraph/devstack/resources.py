@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infergraph.aws.local import LOCAL_CREDENTIALS_BLOCK, LOCAL_HOME
+
 DEFAULT_PORT = 5055
 REGION = "us-east-1"
-CREDENTIALS_BLOCK = "local-aws"
+CREDENTIALS_BLOCK = LOCAL_CREDENTIALS_BLOCK
 #: The AwsCredentials block name prefect.yaml's deployments use, on the emulator or real AWS.
 DEPLOYMENT_CREDENTIALS_BLOCK = "infergraph-aws"
 REASONING_INPUT, REASONING_OUTPUT = "reasoning-input", "reasoning-output"
 #: The run-scenario deployment's store: the example model's scenarios, uploaded by ``up``.
 SCENARIO_BUCKET = "transport-model"
-HOME = Path(os.environ.get("INFERGRAPH_HOME", Path.home() / ".infergraph")) / "local-aws"
+HOME = LOCAL_HOME
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from prefect import tags
 
+from infergraph.cli_errors import UsageError, command
+from infergraph.inference import preflight
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.runners import THREADS
-from infergraph.local_prefect import local_settings
+from infergraph.inference.sinks.base import DEFAULT_SINKS
+from infergraph.local_prefect import check_api
 from infergraph.predictors.digits import DEFAULT_PREDICTOR
 from infergraph.runs import CLI_TAG
 
 
+@command()
 def main(inference: Any, argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run ``inference`` (passed in: the library never imports flows)."""
     parser = argparse.ArgumentParser(
@@ -64,8 +69,14 @@ def main(inference: Any, argv: list[str] | None = None) -> int:
         source = args.source[0]
     elif args.source:
         source = args.source
-    with local_settings(), tags(CLI_TAG):
-        inference(
+    sources = [source] if isinstance(source, str) and source else source or []
+    preflight.check_local(sources, args.predictor)
+    check_api()
+    args.aws_credentials = preflight.check_blocks(
+        sources, args.sink or [], args.aws_credentials, args.requests_table, args.notify_topic
+    )
+    with tags(CLI_TAG):
+        summary = inference(
             source=source,
             predictor=args.predictor,
             predictor_options=dict(_parse_option(o) for o in args.option),
@@ -79,13 +90,22 @@ def main(inference: Any, argv: list[str] | None = None) -> int:
             notify_topic=args.notify_topic or "",
             task_runner=args.task_runner,
         )
-    return 0
+    written = [_where(s) for s in (args.sink or DEFAULT_SINKS)]
+    print(f"results in: {', '.join(written)}")
+    return 0 if summary is not None else 1
+
+
+def _where(sink: str) -> str:
+    """A sink as the user can find it: local files by absolute path, the rest as given."""
+    if "://" in sink and not sink.startswith("file://"):
+        return sink
+    return str(Path(sink.removeprefix("file://")).resolve())
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise SystemExit(f"--option expects KEY=VALUE, got {text!r}")
+        raise UsageError(f"--option expects KEY=VALUE, got {text!r}", "e.g. --option top_k=3")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:

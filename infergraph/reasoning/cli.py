@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from infergraph.aws.storage import split_s3_uri
+from infergraph.cli_errors import command
 from infergraph.reasoning.jobs import dataset_of_job_id
 from infergraph.reasoning.settings import jobspec_suffix
 from infergraph.reasoning.steps import (
@@ -20,6 +21,7 @@ DESCRIPTION = """Run the reasoning flows by hand: schedule a job from its jobspe
 reasoner log, refresh bulk loads and send notices, or write the example dataset."""
 
 
+@command()
 def main(
     schedule_reasoning_job: Any,
     process_inference: Any,
@@ -60,7 +62,9 @@ def main(
         "example", help="write the example dataset to a folder or s3:// prefix"
     )
     example.add_argument("dest")
-    example.add_argument("--triples", type=int, default=10_000)
+    example.add_argument(
+        "--triples", type=int, default=10_000, help="about this many (whole transactions)"
+    )
     example.add_argument("--seed", type=int, default=42)
     example.add_argument(
         "--rules",
@@ -77,7 +81,10 @@ def main(
         data = write_example(
             args.dest, args.triples, args.seed, credentials=creds, rules=args.rules
         )
-        print(f"wrote {data.triple_count} triples, rules and queries to {args.dest}")
+        print(
+            f"wrote {data.triple_count} triples (asked for about {args.triples}: whole "
+            f"transactions), rules and queries to {args.dest}"
+        )
         return 0
     if args.command == "upload":
         return _upload(args.jobspec, args.dest, args.aws_credentials)

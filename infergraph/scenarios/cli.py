@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from infergraph.cli_errors import command
 from infergraph.scenarios.asl import DefinitionError
 from infergraph.scenarios.lock import LOCK_NAME, ScenarioBusy
 from infergraph.scenarios.model import ModelError, load_model
@@ -151,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command()
 def main(argv: Sequence[str], flow: Callable[..., dict[str, Any]]) -> int:
     args = _parser().parse_args(argv)
     try:

@@ -15,9 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from infergraph.cli_errors import command
+
 DB_ENV = "INFERGRAPH_SESSIONS_DB"
 
 
+@command()
 def main(flow_fn: Callable[..., Any], argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flows/sessions.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
