@@ -236,6 +236,30 @@ def test_notice_claim_is_exclusive_until_its_lease_expires(table):
     assert store.claim_notice(done, "run-4", lease_seconds=0) is None
 
 
+def test_simultaneous_notice_claims_have_one_winner(table):
+    """Six runs claim each of 40 notices at the same instant: one claim wins per notice.
+
+    As in DynamoDB, a conditional write must be atomic; in a plain ``moto.server`` it is
+    not, and 6 to 13 of the 40 notices had a second winner (two notices sent).
+    """
+    store = JobStore(table)
+    jobs = [store.transition(store.create("ds"), S.SCHEDULE_FAILED, reason="x") for _ in range(40)]
+    runs = 6
+    barrier = threading.Barrier(runs, timeout=60)
+
+    def claim(run: int) -> list[str]:
+        won = []
+        for job in jobs:
+            barrier.wait()
+            if store.claim_notice(job, f"run-{run}", lease_seconds=600) is not None:
+                won.append(job.job_id)
+        return won
+
+    with ThreadPoolExecutor(runs) as pool:
+        winners = [job_id for won in pool.map(claim, range(runs)) for job_id in won]
+    assert sorted(winners) == sorted(j.job_id for j in jobs)
+
+
 def test_id_delimiter_and_log_name_are_settings(table, monkeypatch):
     from infergraph.reasoning.jobs import dataset_of_job_id
     from infergraph.reasoning.steps import parse_log_key

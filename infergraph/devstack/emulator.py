@@ -20,6 +20,9 @@ import httpx
 
 from infergraph.devstack.resources import DEFAULT_PORT, HOME
 
+#: moto in server mode with atomic DynamoDB writes (see :mod:`infergraph.devstack.moto_server`).
+MOTO_SERVER = (sys.executable, "-m", "infergraph.devstack.moto_server")
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -48,7 +51,7 @@ def start_moto() -> tuple[subprocess.Popen, str]:
     """moto in server mode on a free loopback port (real HTTP); (process, URL)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -107,7 +110,7 @@ class Emulator:
             )
         log = open(self.log_file, "ab")  # noqa: SIM115 (the child keeps it)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [*MOTO_SERVER, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -146,7 +149,7 @@ def _is_moto(pid: int) -> bool:
     try:
         process = psutil.Process(pid)
         return process.status() != psutil.STATUS_ZOMBIE and any(
-            "moto.server" in part for part in process.cmdline()
+            part in ("moto.server", MOTO_SERVER[-1]) for part in process.cmdline()
         )
     except psutil.Error:
         return False
