@@ -44,8 +44,31 @@ def local_settings() -> Iterator[None]:
         updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 180
     if os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false").lower() == "false":
         updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
+    updates.update(_server_choice())
     with temporary_settings(updates=updates):
         yield
+
+
+def _server_choice() -> dict[Any, Any]:
+    """Use a server kept by ``python -m infergraph.prefect_server``; else say why we wait."""
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from infergraph.prefect_server import running_server
+
+    if PREFECT_API_URL.value():
+        return {}
+    url = running_server()
+    if url:
+        print(f"using the local Prefect server at {url}", file=sys.stderr)
+        return {PREFECT_API_URL: url}
+    print(
+        "starting a temporary Prefect server (15 s; "
+        "`python -m infergraph.prefect_server start` keeps one running)",
+        file=sys.stderr,
+    )
+    return {}
 
 
 def telemetry_off() -> None:
