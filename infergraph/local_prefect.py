@@ -44,8 +44,41 @@ def local_settings() -> Iterator[None]:
         updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 180
     if os.environ.get("PREFECT_SERVER_ANALYTICS_ENABLED", "false").lower() == "false":
         updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
+    updates.update(_server_choice())
     with temporary_settings(updates=updates):
         yield
+
+
+_kept: list[str] = []  # the kept server's URL, once local_settings chose it
+
+
+def _server_choice() -> dict[Any, Any]:
+    """Use a server kept by ``python -m infergraph.prefect_server`` when none is configured."""
+    from prefect.settings import PREFECT_API_URL
+
+    from infergraph.prefect_server import running_server
+
+    if PREFECT_API_URL.value():
+        return {}
+    url = running_server()
+    if not url:
+        return {}
+    _kept[:] = [url]
+    return {PREFECT_API_URL: url}
+
+
+def _announce(url: str | None) -> None:
+    """One line on which server a run uses, so a user is not left staring at nothing."""
+    import sys
+
+    if not url:
+        print(
+            "starting a temporary Prefect server (15 s; "
+            "`python -m infergraph.prefect_server start` keeps one running)",
+            file=sys.stderr,
+        )
+    elif url in _kept:
+        print(f"using the local Prefect server at {url}", file=sys.stderr)
 
 
 def telemetry_off() -> None:
@@ -58,11 +91,13 @@ def check_api() -> None:
     """Fail fast, naming the fix, when ``PREFECT_API_URL`` points at no server.
 
     Commands call it before their first use of Prefect, after their own cheap
-    checks, instead of waiting out the client's retries.
+    checks, instead of waiting out the client's retries; it also says which server
+    the run uses (a temporary one takes ~15 s to start).
     """
     from prefect.settings import PREFECT_API_URL
 
     url = PREFECT_API_URL.value()
+    _announce(url)
     if not url:
         return
     import httpx

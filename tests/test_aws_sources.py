@@ -334,6 +334,36 @@ def test_a_claim_decides_which_messages_are_processed(aws):
     assert queue_counts(sqs, queue.queue_url) == (0, 2)  # finished: deleted; busy: left hidden
 
 
+def test_a_drained_queue_ends_the_run_without_a_long_empty_poll(aws):
+    queue = _queue(aws, wait_time_seconds=20)
+    sqs = aws_client("sqs", aws)
+    for i in range(5):
+        sqs.send_message(
+            QueueUrl=queue.queue_url, MessageBody=json.dumps({"s3_uri": f"s3://b/{i}"})
+        )
+    source = SqsSource(queue)
+    batches = list(source.batches(2))  # the last ones still held, as in a run
+
+    assert sorted(len(b) for b in batches)[-1] <= 2 and source.received == 5
+    assert source.empty_long_polls == 0  # stopped once the queue had nothing left
+    assert source.idle_seconds < queue.wait_time_seconds
+
+
+def test_messages_held_by_another_consumer_are_waited_for(aws):
+    queue = _queue(aws, wait_time_seconds=2)
+    sqs = aws_client("sqs", aws)
+    for i in range(3):
+        sqs.send_message(
+            QueueUrl=queue.queue_url, MessageBody=json.dumps({"s3_uri": f"s3://b/{i}"})
+        )
+    sqs.receive_message(QueueUrl=queue.queue_url, MaxNumberOfMessages=1, VisibilityTimeout=60)
+    source = SqsSource(queue)
+    list(source.batches(10))
+
+    assert source.received == 2
+    assert source.empty_long_polls == 1  # it may come back, so the run long-polled once
+
+
 def test_message_limit_and_partial_batches(aws):
     queue = _queue(aws)
     sqs = aws_client("sqs", aws)

@@ -100,6 +100,14 @@ def test_the_summary_counts_errors_and_accuracy_over_labelled_rows() -> None:
     assert summary.outcome() == "1 of 4 failed · accuracy 50.0% of 2 labelled"
 
 
+def test_time_spent_waiting_for_input_is_shown_and_left_out_of_the_rate() -> None:
+    summary = RunSummary(started=0.0, finished=25.0, idle_seconds=20.0)
+    summary.add_rows([ok_row(ImageRecord(f"{i}.png")) for i in range(100)])
+    assert summary.images_per_second == 20.0  # 100 images in the 5 s not spent waiting
+    assert "20.0 images/s over 25.00 s (20.00 s of it waiting for input)" in summary.summary_line()
+    assert summary.as_dict()["idle_seconds"] == 20.0
+
+
 def test_the_error_list_is_capped_but_every_error_is_counted() -> None:
     summary = RunSummary()
     bad = [ImageRecord(f"{i}.png") for i in range(MAX_LISTED_ERRORS + 5)]

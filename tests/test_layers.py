@@ -21,6 +21,7 @@ RANKS = {
     "infergraph.logs": 0,
     "infergraph.blockref": 0,
     "infergraph.local_prefect": 0,
+    "infergraph.prefect_server": 0,
     "infergraph.runs": 0,
     "infergraph.cli_errors": 0,
     "blocks": 1,

@@ -101,6 +101,27 @@ class SqsLeases:
             ) from exc
         return response.get("Messages", [])
 
+    def others_left(self) -> int:
+        """Messages the queue reports besides those this process holds (approximate).
+
+        Visible and delayed ones, and invisible ones held elsewhere (they may come back);
+        on an error, one, so a caller keeps waiting rather than stopping early.
+        """
+        names = ["ApproximateNumberOf" + n for n in ("Messages", "MessagesNotVisible")]
+        try:
+            attributes = self._client.get_queue_attributes(
+                QueueUrl=self.queue.queue_url,
+                AttributeNames=[*names, "ApproximateNumberOfMessagesDelayed"],
+            ).get("Attributes", {})
+        except ClientError as exc:
+            self._log.warning("cannot count %s: %s", self.description, describe_aws_error(exc))
+            return 1
+        visible, invisible = (int(attributes.get(n, 0)) for n in names)
+        delayed = int(attributes.get("ApproximateNumberOfMessagesDelayed", 0))
+        with self._lock:
+            ours = len(self._held)
+        return visible + delayed + max(0, invisible - ours)
+
     def lease_of(self, message: dict[str, Any]) -> InFlight:
         """The lease a just-received message carries: its handle and visibility."""
         attributes = message.get("Attributes", {})

@@ -175,6 +175,7 @@ class BatchPipeline:
             if self._hidden_problems:
                 self.summary.problems.append(f"… and {self._hidden_problems} more problems")
         self.summary.finished = time.perf_counter()
+        self.summary.idle_seconds = self.source.idle_seconds
         return self.summary
 
     def report(self, problems: Iterable[str]) -> None:

@@ -47,6 +47,8 @@ class RunSummary:
     predict_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
+    #: Part of ``elapsed`` spent waiting for input that did not come; not counted in the rate.
+    idle_seconds: float = 0.0
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -79,7 +81,8 @@ class RunSummary:
 
     @property
     def images_per_second(self) -> float:
-        return self.images / self.elapsed if self.elapsed > 0 else 0.0
+        busy = self.elapsed - self.idle_seconds
+        return self.images / busy if busy > 0 else 0.0
 
     @property
     def accuracy(self) -> float | None:
@@ -103,6 +106,7 @@ class RunSummary:
             "accuracy": self.accuracy,
             "images_per_second": round(self.images_per_second, 2),
             "elapsed_seconds": round(self.elapsed, 3),
+            "idle_seconds": round(self.idle_seconds, 3),
             "per_class": dict(sorted(self.per_class.items())),
             "problems": list(self.problems),
         }
@@ -146,6 +150,8 @@ class RunSummary:
         if self.accuracy is not None:
             parts.append(f"accuracy {self.accuracy:.2%} of {self.labelled} labelled")
         parts.append(f"{self.images_per_second:.1f} images/s over {self.elapsed:.2f} s")
+        if self.idle_seconds >= 0.05:
+            parts[-1] += f" ({self.idle_seconds:.2f} s of it waiting for input)"
         return "done: " + " · ".join(parts)
 
     def more_errors_line(self) -> str | None:

@@ -33,6 +33,8 @@ class Source(ABC):
     """Yields image references and learns which groups of them are done."""
 
     description: str = "source"
+    #: Seconds spent waiting for input that did not come (a queue's empty polls).
+    idle_seconds: float = 0.0
 
     @abstractmethod
     def records(self) -> Iterator[ImageRecord]:

@@ -37,10 +37,13 @@ from infergraph.logs import run_logger
 OPTIONS = {
     "image_keys": "request keys that may hold the image URI, in order; dotted paths allowed",
     "suffixes": "key endings kept from S3 event notifications; empty keeps every object",
-    "idle_polls": "stop after this many empty long polls in a row; 0 never stops (default 1)",
+    "idle_polls": "1 (default): stop once the queue is drained; N: after N empty long polls "
+    "in a row; 0 never stops",
     "message_limit": "stop after receiving this many messages",
     "each_key": "one image per key of image_keys (all required), not the first one found",
 }
+#: A run that got messages looks this long for more before asking the queue if it is drained.
+DRAIN_WAIT_SECONDS = 1
 #: Asked about received messages before their records run (see ``SqsSource.claim``).
 Claimer = Callable[[Mapping[str, Sequence[ImageRecord]], float], dict[str, Claim]]
 #: Told when held messages' invisibility was extended, with the new lease in seconds.
@@ -82,6 +85,9 @@ class SqsSource(Source):
         self.description = f"sqs://{name or queue.queue_name}"
         self.received = 0
         self.skipped = 0
+        #: Receives that waited the full long poll for nothing, and the seconds spent waiting.
+        self.empty_long_polls = 0
+        self.idle_seconds = 0.0
         self.claim: Claimer | None = None
         self.renew: Renewer | None = None
         self.busy_for: BusyFor | None = None
@@ -103,7 +109,9 @@ class SqsSource(Source):
         """Full batches while messages keep coming; a partial batch as soon as they pause.
 
         Only an empty batch waits on a long poll, so a lone message is processed at
-        once instead of waiting for company.
+        once instead of waiting for company. With ``idle_polls=1`` a run that got
+        messages looks for more only briefly, and stops as soon as the queue reports
+        nothing left but what it holds, not after a whole empty long poll.
         """
         self._log.info("receiving from %s", self.description)
         pending: deque[ImageRecord] = deque()
@@ -118,12 +126,18 @@ class SqsSource(Source):
                 continue
             if self.message_limit is not None and self.received >= self.message_limit:
                 break
-            got = self._poll(0 if batch else self.queue.wait_time_seconds)
+            wait = 0 if batch else self._wait()
+            got = self._poll(wait)
+            if got is None and batch:
+                yield batch
+                batch = []
+                continue
+            if got is None and wait < self.queue.wait_time_seconds:  # a short look came empty
+                if self._drained():
+                    break
+                got = self._poll(self.queue.wait_time_seconds)
             if got is None:
-                if batch:
-                    yield batch
-                    batch = []
-                    continue
+                self.empty_long_polls += 1
                 idle += 1
                 if self.idle_polls and idle >= self.idle_polls:
                     break
@@ -133,16 +147,33 @@ class SqsSource(Source):
         if batch:
             yield batch
 
+    def _wait(self) -> int:
+        """Long poll for the first message; once some came, a short look (then ``_drained``)."""
+        if self.idle_polls == 1 and self.received:
+            return min(DRAIN_WAIT_SECONDS, self.queue.wait_time_seconds)
+        return self.queue.wait_time_seconds
+
+    def _drained(self) -> bool:
+        """Whether the queue has no message left besides those this run holds."""
+        started = time.perf_counter()
+        try:
+            return self.leases.others_left() == 0
+        finally:
+            self.idle_seconds += time.perf_counter() - started
+
     def _poll(self, wait: int) -> list[ImageRecord] | None:
         """One receive: the records of its messages, or None if no message came."""
         count = self.queue.max_messages
         if self.message_limit is not None:
             count = min(count, self.message_limit - self.received)
+        started = time.perf_counter()
         try:
             messages = self.leases.receive(count, wait)
         except QueueError as exc:
             raise SourceError(str(exc)) from exc
         if not messages:
+            if wait:
+                self.idle_seconds += time.perf_counter() - started
             return None
         self.received += len(messages)
         accepted = {m["MessageId"]: got for m in messages if (got := self._accept(m))}
