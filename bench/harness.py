@@ -20,3 +20,20 @@ def run_child(script: str, args: list[str], env: dict[str, str]) -> dict[str, An
     if done.returncode != 0:
         raise RuntimeError(f"child {args} failed with code {done.returncode}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def credentials(endpoint: str) -> Any:
+    """An AwsCredentials block for the emulator at ``endpoint`` (moto takes any key)."""
+    from prefect_aws import AwsCredentials
+
+    return AwsCredentials(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        aws_client_parameters={"endpoint_url": endpoint},
+    )
+
+
+def image_keys(prefix: str, count: int) -> list[str]:
+    """The object keys benchmarks upload their ``count`` images under."""
+    return [f"{prefix}img_{i:06d}.png" for i in range(count)]

@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO)]
 
-from bench.harness import run_child  # noqa: E402  (needs REPO on the path)
+from bench.harness import credentials, image_keys, run_child  # noqa: E402  (needs REPO)
 from infergraph.devstack.emulator import start_moto  # noqa: E402
 
 BUCKET, PREFIX, OUT_BUCKET = "bench", "digits/", "bench-results"
@@ -53,19 +53,8 @@ COLUMNS = "bucket,key,category_name,is_valid,download_time,errors"
 TARGET = 0.8
 
 
-def credentials(endpoint: str) -> Any:
-    from prefect_aws import AwsCredentials
-
-    return AwsCredentials(
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-        aws_client_parameters={"endpoint_url": endpoint},
-    )
-
-
 def keys(count: int) -> list[str]:
-    return [f"{PREFIX}img_{i:06d}.png" for i in range(count)]
+    return image_keys(PREFIX, count)
 
 
 def samples() -> list[bytes]:
