@@ -261,7 +261,8 @@ def refresh_bulk_loads(
         "timed_out": timed_out,
         "notified": notified,
     }
-    told = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v)
+    sizes = {k: len(v) if isinstance(v, list) else v for k, v in counts.items()}
+    told = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sizes.items() if n)
     if told:
         describe_run(f"refresh · {told}")
     else:  # the every-minute tick mostly finds nothing: easy to tell apart in the list

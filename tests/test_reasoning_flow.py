@@ -66,7 +66,9 @@ def test_local_chain_end_to_end(env):
     assert again["load_id"] == processed["load_id"]
     assert env.notices(wait=0) == []
 
-    refreshed = refresh_bulk_loads(**_flows(env), graph_store=env.graph)
+    state = refresh_bulk_loads(**_flows(env), graph_store=env.graph, return_state=True)
+    assert state.message == "Completed: 1 refreshed, 1 notified"  # counts, for people
+    refreshed = state.result()
     assert [r["status"] for r in refreshed["refreshed"]] == ["NEPTUNE_LOAD_COMPLETED"]
     assert [n["status"] for n in refreshed["notified"]] == ["SUCCESS_NOTIFICATION_SENT"]
 
