@@ -39,6 +39,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from infergraph.aws.sqs_leases import queue_depth  # noqa: E402
 from infergraph.devstack.emulator import free_port, start_moto, wait_for_http  # noqa: E402
 
 BUCKET = "kill-loop"
@@ -256,7 +257,7 @@ def kill_loop(
     url = sqs.get_queue_url(QueueName="inference-requests")["QueueUrl"]
     kills, runs, killed_runs = 0, 0, []
     last_kill = time.time()
-    while kills < args.kills and sum(depth(sqs, url)) > 0:
+    while kills < args.kills and sum(queue_depth(sqs, url)) > 0:
         log = work / f"run-{runs:02d}.log"
         proc = consumer(env, log)
         runs += 1
@@ -294,25 +295,14 @@ def drain(sqs: Any, url: str, env: dict[str, str], work: Path, runs: int) -> tup
         proc = consumer(env, log)
         runs += 1
         while proc.poll() is None:
-            if empty_at is None and sum(depth(sqs, url)) == 0:
+            if empty_at is None and sum(queue_depth(sqs, url)) == 0:
                 empty_at = time.time()
             time.sleep(0.5)
         if proc.returncode != 0:
             print(f"run {runs} ended with {proc.returncode}: see {log}", flush=True)
-        if empty_at is None and sum(depth(sqs, url)) == 0:
+        if empty_at is None and sum(queue_depth(sqs, url)) == 0:
             empty_at = time.time()
     return empty_at, runs
-
-
-def depth(sqs: Any, url: str) -> tuple[int, int]:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
 
 
 def run_id(log: Path) -> str | None:
@@ -411,7 +401,7 @@ def books(
         "duplicate_notices": sum(n - 1 for n in notices.values() if n > 1),
         "request_states_after_sweep": dict(states),
         "stuck_in_processing_after_sweep": states.get("processing", 0),
-        "messages_in_dead_letter_queue": sum(depth(sqs, dlq)),
+        "messages_in_dead_letter_queue": sum(queue_depth(sqs, dlq)),
         "killed_runs_crashed_before_sweep": sum(
             1 for r in killed if runs_before.get(r) == "CRASHED"
         ),

@@ -30,6 +30,18 @@ MAX_PROBLEMS = 200
 MAX_ATTRIBUTES = 10
 
 
+def queue_depth(client: Any, url: str) -> tuple[int, int]:
+    """(waiting, in flight) messages of a queue, as SQS approximates them."""
+    attributes = client.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
 class QueueError(RuntimeError):
     """The queue cannot be used (missing, no permission, unreachable)."""
 

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from infergraph.aws.sqs_leases import queue_depth
 from infergraph.cli_errors import UsageError, command
 from infergraph.devstack.emulator import Emulator
 from infergraph.devstack.resources import (  # noqa: F401  (the devstack's public names)
@@ -121,14 +122,8 @@ def status(port: int = DEFAULT_PORT) -> int:
     print(f"moto server at {state['endpoint']} (pid {state['pid']})")
     sqs, dynamodb = aws_client("sqs", credentials), aws_client("dynamodb", credentials)
     for url in sqs.list_queues().get("QueueUrls", []):
-        counts = sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        print(
-            f"  queue {url.rsplit('/', 1)[-1]}: {counts['ApproximateNumberOfMessages']} waiting, "
-            f"{counts['ApproximateNumberOfMessagesNotVisible']} in flight"
-        )
+        waiting, in_flight = queue_depth(sqs, url)
+        print(f"  queue {url.rsplit('/', 1)[-1]}: {waiting} waiting, {in_flight} in flight")
     for name in dynamodb.list_tables().get("TableNames", []):
         count = dynamodb.scan(TableName=name, Select="COUNT")["Count"]
         print(f"  table {name}: {count} items")

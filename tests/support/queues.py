@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from infergraph.aws.sqs_leases import queue_depth
+
 
 def queue_counts(sqs: Any, url: str) -> tuple[int, int]:
     """(visible, in flight) messages: what a test asserts about deletes and resets."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return (
-        int(attributes["ApproximateNumberOfMessages"]),
-        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
-    )
+    return queue_depth(sqs, url)
