@@ -173,34 +173,43 @@ def _parked_requests(
     return keys, url.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _mark_error(table: DynamoDBTable, key: dict[str, Any], row: dict[str, Any]) -> bool:
-    now = _stamp(time.time())
+#: The attribute names the error and reopen updates write.
+RESULT_NAMES = {"#state": "state", "#result": "result", "#errors": "errors"}
+
+
+def _update_if(table: DynamoDBTable, key: dict[str, Any], **params: Any) -> bool:
+    """One conditional update; False when its condition no longer holds (another run acted)."""
     try:
-        table.client().update_item(
-            TableName=table.table_name,
-            Key=serialize(key),
-            UpdateExpression=(
-                "SET #state = :error, #result = :result, #errors = :errors, "
-                "completed_at_timestamp = :now, updated_at_timestamp = :now, "
-                f"{SWEPT} = :now REMOVE lease_until"
-            ),
-            ConditionExpression=UNHELD,
-            ExpressionAttributeNames={"#state": "state", "#result": "result", "#errors": "errors"},
-            ExpressionAttributeValues=serialize(
-                {
-                    ":error": RequestState.ERROR,
-                    ":processing": RequestState.PROCESSING,
-                    ":result": json.dumps(row, default=str),
-                    ":errors": [row["error"]],
-                    ":now": now,
-                }
-            ),
-        )
+        table.client().update_item(TableName=table.table_name, Key=serialize(key), **params)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return False  # claimed or finished meanwhile
+            return False
         raise
     return True
+
+
+def _mark_error(table: DynamoDBTable, key: dict[str, Any], row: dict[str, Any]) -> bool:
+    now = _stamp(time.time())
+    return _update_if(  # False: claimed or finished meanwhile
+        table,
+        key,
+        UpdateExpression=(
+            "SET #state = :error, #result = :result, #errors = :errors, "
+            "completed_at_timestamp = :now, updated_at_timestamp = :now, "
+            f"{SWEPT} = :now REMOVE lease_until"
+        ),
+        ConditionExpression=UNHELD,
+        ExpressionAttributeNames=RESULT_NAMES,
+        ExpressionAttributeValues=serialize(
+            {
+                ":error": RequestState.ERROR,
+                ":processing": RequestState.PROCESSING,
+                ":result": json.dumps(row, default=str),
+                ":errors": [row["error"]],
+                ":now": now,
+            }
+        ),
+    )
 
 
 def _requeue(
@@ -214,26 +223,22 @@ def _requeue(
     if queue.queue_url.endswith(".fifo"):
         params.update(MessageGroupId="infergraph-sweep", MessageDeduplicationId=str(time.time()))
     queue.client().send_message(**params)
-    try:
-        table.client().update_item(
-            TableName=table.table_name,
-            Key=serialize(key),
-            UpdateExpression=(
-                "SET #state = :queued, updated_at_timestamp = :now REMOVE lease_until, processed_by"
-            ),
-            ConditionExpression=UNHELD,
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues=serialize(
-                {
-                    ":queued": RequestState.QUEUED,
-                    ":processing": RequestState.PROCESSING,
-                    ":now": _stamp(time.time()),
-                }
-            ),
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-            raise
+    _update_if(
+        table,
+        key,
+        UpdateExpression=(
+            "SET #state = :queued, updated_at_timestamp = :now REMOVE lease_until, processed_by"
+        ),
+        ConditionExpression=UNHELD,
+        ExpressionAttributeNames={"#state": "state"},
+        ExpressionAttributeValues=serialize(
+            {
+                ":queued": RequestState.QUEUED,
+                ":processing": RequestState.PROCESSING,
+                ":now": _stamp(time.time()),
+            }
+        ),
+    )
 
 
 def _scan(table: DynamoDBTable) -> Iterator[dict[str, Any]]:
@@ -278,31 +283,21 @@ def reopen_swept(table: DynamoDBTable, messages: list[dict[str, Any]]) -> int:
                 key = table.key_of(request.fields)
             except KeyError:
                 continue
-            try:
-                table.client().update_item(
-                    TableName=table.table_name,
-                    Key=serialize(key),
-                    UpdateExpression=(
-                        f"SET #state = :queued, updated_at_timestamp = :now "
-                        f"REMOVE {SWEPT}, #result, #errors, {NOTIFIED}, completed_at_timestamp"
-                    ),
-                    ConditionExpression=f"#state = :error AND attribute_exists({SWEPT})",
-                    ExpressionAttributeNames={
-                        "#state": "state",
-                        "#result": "result",
-                        "#errors": "errors",
-                    },
-                    ExpressionAttributeValues=serialize(
-                        {
-                            ":queued": RequestState.QUEUED,
-                            ":error": RequestState.ERROR,
-                            ":now": _stamp(time.time()),
-                        }
-                    ),
-                )
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                    raise
-                continue
-            reopened += 1
+            reopened += _update_if(
+                table,
+                key,
+                UpdateExpression=(
+                    f"SET #state = :queued, updated_at_timestamp = :now "
+                    f"REMOVE {SWEPT}, #result, #errors, {NOTIFIED}, completed_at_timestamp"
+                ),
+                ConditionExpression=f"#state = :error AND attribute_exists({SWEPT})",
+                ExpressionAttributeNames=RESULT_NAMES,
+                ExpressionAttributeValues=serialize(
+                    {
+                        ":queued": RequestState.QUEUED,
+                        ":error": RequestState.ERROR,
+                        ":now": _stamp(time.time()),
+                    }
+                ),
+            )
     return reopened
