@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -37,3 +38,10 @@ def credentials(endpoint: str) -> Any:
 def image_keys(prefix: str, count: int) -> list[str]:
     """The object keys benchmarks upload their ``count`` images under."""
     return [f"{prefix}img_{i:06d}.png" for i in range(count)]
+
+
+def offline_emulator_environment() -> None:
+    """No telemetry (no network here) and moto's placeholder keys, unless already set."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(name, "testing")

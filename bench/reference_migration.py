@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO)]
 
-from bench.harness import credentials, image_keys, run_child  # noqa: E402  (needs REPO)
+from bench.harness import credentials, image_keys, offline_emulator_environment, run_child  # noqa: E402  (needs REPO)
 from infergraph.devstack.emulator import start_moto  # noqa: E402
 
 BUCKET, PREFIX, OUT_BUCKET = "bench", "digits/", "bench-results"
@@ -189,9 +189,7 @@ def main() -> None:
         return
 
     count = args.images
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        os.environ.setdefault(name, "testing")
+    offline_emulator_environment()
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
