@@ -9,6 +9,11 @@ strings), with a requests table and SNS completion notices as options.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a local run: Prefect's temporary server boots while this imports
+    from infergraph.temporary_server import start_early
+
+    start_early()
+
 import os
 import sys
 from typing import Annotated, Any

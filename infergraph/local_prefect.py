@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from infergraph.temporary_server import TemporaryServer
 
 #: Off everywhere: anonymous usage reports only produce errors on machines without internet.
 #: ``DO_NOT_TRACK`` is the client's switch, the setting the (temporary) server's.
@@ -53,11 +57,20 @@ _kept: list[str] = []  # the kept server's URL, once local_settings chose it
 
 
 def _server_choice() -> dict[Any, Any]:
-    """Use a server kept by ``python -m infergraph.prefect_server`` when none is configured."""
+    """The server started early for this run, else a kept one, when none is configured."""
     from prefect.settings import PREFECT_API_URL
 
+    from infergraph import temporary_server
     from infergraph.prefect_server import running_server
 
+    early = temporary_server.choice()
+    if early is not None:
+        if early.temporary is not None:
+            return {PREFECT_API_URL: early.temporary.api_url}
+        if early.kept_url:
+            _kept[:] = [early.kept_url]
+            return {PREFECT_API_URL: early.kept_url}
+        return {}
     if PREFECT_API_URL.value():
         return {}
     url = running_server()
@@ -67,13 +80,19 @@ def _server_choice() -> dict[Any, Any]:
     return {PREFECT_API_URL: url}
 
 
+def _started_here() -> TemporaryServer | None:
+    from infergraph import temporary_server
+
+    early = temporary_server.choice()
+    return early.temporary if early is not None else None
+
+
 def _announce(url: str | None) -> None:
     """One line on which server a run uses, so a user is not left staring at nothing."""
-    import sys
-
-    if not url:
+    temporary = _started_here()
+    if not url or (temporary is not None and url == temporary.api_url):
         print(
-            "starting a temporary Prefect server (15 s; "
+            "starting a temporary Prefect server (a few seconds; "
             "`python -m infergraph.prefect_server start` keeps one running)",
             file=sys.stderr,
         )
@@ -100,6 +119,12 @@ def check_api() -> None:
     _announce(url)
     if not url:
         return
+    temporary = _started_here()
+    if temporary is not None and url == temporary.api_url:
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+        temporary.wait_until_healthy(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        return
     import httpx
 
     try:
@@ -109,10 +134,15 @@ def check_api() -> None:
 
 
 def temporary_servers() -> set[int]:
-    """Identities of the temporary Prefect servers running in this process."""
-    from prefect.server.api.server import SubprocessASGIServer
+    """Identities of the temporary Prefect servers running in this process.
 
-    return {id(s) for s in SubprocessASGIServer._instances.values() if s.running}
+    Prefect's server module takes seconds to import: if nothing imported it, no
+    temporary server of Prefect's runs here.
+    """
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is None:
+        return set()
+    return {id(s) for s in server_module.SubprocessASGIServer._instances.values() if s.running}
 
 
 def shutdown(keep: set[int] | None = None, timeout: float = 30.0) -> None:
@@ -125,14 +155,18 @@ def shutdown(keep: set[int] | None = None, timeout: float = 30.0) -> None:
     """
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
-    from prefect.server.api.server import SubprocessASGIServer
 
+    server_module = sys.modules.get("prefect.server.api.server")
+    instances = server_module.SubprocessASGIServer._instances.values() if server_module else []
     servers = [
         s
-        for s in list(SubprocessASGIServer._instances.values())
+        for s in list(instances)
         if s.running and s.server_process is not None and id(s) not in (keep or set())
     ]
-    if not servers:
+    early = _started_here()
+    if early is not None and early.process.poll() is not None:
+        early = None
+    if not servers and early is None:
         return
     for cls in (EventsWorker, APILogWorker):
         with contextlib.suppress(Exception):
@@ -140,6 +174,9 @@ def shutdown(keep: set[int] | None = None, timeout: float = 30.0) -> None:
     for server in servers:
         _wait_until_idle(server.api_url)
         server.stop()
+    if early is not None:
+        _wait_until_idle(early.api_url)
+        early.stop()
 
 
 def _wait_until_idle(api_url: str, timeout: float = 5.0) -> None:

@@ -1,9 +1,11 @@
-"""A server kept by ``python -m infergraph.prefect_server`` is where local runs go."""
+"""Where local runs go: a server kept by ``python -m infergraph.prefect_server``, else their own."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +48,47 @@ def test_local_run_is_recorded_on_the_kept_server(tmp_path: Path) -> None:
         subprocess.run([*command, "stop", "--port", port], env=env, check=True, timeout=60)
     status = subprocess.run([*command, "status", "--port", port], env=env, timeout=60)
     assert status.returncode == 1
+
+
+def test_with_no_server_a_run_starts_its_own_early_records_everything_and_stops_it(
+    tmp_path: Path,
+) -> None:
+    """The temporary server is started as the script starts (not by Prefect, later), the run's
+    flow and task runs reach its database before it stops, and nothing is left running."""
+    import psutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for sample in sorted(SAMPLES.glob("*.png"))[:3]:
+        shutil.copy(sample, images)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_API_")}
+    prefect_home = tmp_path / "prefect"
+    env |= {
+        "INFERGRAPH_HOME": str(tmp_path / "home"),
+        "PREFECT_HOME": str(prefect_home),
+        "PYTHONPATH": str(REPO),
+    }
+    run = subprocess.run(
+        [sys.executable, str(REPO / "flows" / "inference.py"), str(images), "--batch-size", "2"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "starting a temporary Prefect server" in run.stderr
+    assert "Starting temporary server on" not in run.stderr + run.stdout  # Prefect's own: not used
+    with sqlite3.connect(prefect_home / "prefect.db") as db:
+        flows = db.execute("SELECT name, state_type FROM flow_run").fetchall()
+        tasks = db.execute("SELECT state_type, count(*) FROM task_run GROUP BY 1").fetchall()
+    assert flows == [("images/ · 3 images", "COMPLETED")]
+    assert dict(tasks) == {"COMPLETED": 4}  # two batches, each inferred and written
+    left = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            command = " ".join(process.info["cmdline"] or [])
+            ours = process.environ().get("PREFECT_HOME") == str(prefect_home)
+            if "prefect.server.api.server:create_app" in command and ours:
+                left.append(process.pid)
+    assert left == []
