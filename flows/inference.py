@@ -29,6 +29,7 @@ import infergraph.inference.sinks.postgres  # noqa: F401  (registers postgres://
 from blocks.dynamodb import DynamoDBTable
 from blocks.sns import SnsTopic
 from infergraph.blockref import resolve_block
+from infergraph.inference.batch_sizing import AUTO, batch_sizes, describe_batches
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.fetch import FetchOptions
 from infergraph.inference.liveness import FlowRunLiveness
@@ -71,7 +72,8 @@ def inference(
     # Defaults the run form shows as they are (these two are read, never changed).
     predictor_options: Annotated[dict[str, Any], T("Predictor options")] = {},  # noqa: B006
     sinks: Annotated[list[str], T("Sinks")] = list(DEFAULT_SINKS),  # noqa: B006
-    batch_size: Annotated[int, T("Batch size")] = 64,
+    batch_size: Annotated[int, T("Batch size (0: automatic)")] = AUTO,
+    batch_memory_mib: Annotated[int, T("Memory for batches in flight (MiB)")] = 512,
     max_in_flight: Annotated[int, T("Batches in flight")] = 3,
     download_concurrency: Annotated[int, T("Parallel downloads")] = 16,
     max_pixels: Annotated[int, T("Largest image (pixels)")] = DEFAULT_MAX_PIXELS,
@@ -104,7 +106,11 @@ def inference(
             `?create=false` needs the table to exist). A detector's boxes become one
             row per box (keyed `<record_id>#box<n>`), or stay one list per image with
             `?boxes=json` on any sink.
-        batch_size: Images per forward pass (and per task run).
+        batch_size: Images per forward pass (and per task run). 0: sized from the cost
+            of the batches so far, about two seconds of work each (small first batches, so
+            results start at once), within batch_memory_mib.
+        batch_memory_mib: Model input the batches in flight may hold, when sized
+            automatically.
         max_in_flight: Batches downloading or predicting at once; bounds memory.
         download_concurrency: Parallel downloads per worker process, shared by the
             batches in flight (decoding uses one thread per core).
@@ -128,17 +134,23 @@ def inference(
             all succeeded: `completed`, or `processed` for readers of the reference's tables.
         from_env: Take predictor, source, sinks and tables from the reference batch
             CLI's environment variables (README: migrating); source then holds only
-            the s3:// URIs its S3 input reads, and only batch_size, max_in_flight,
-            max_pixels and task_runner still apply.
+            the s3:// URIs its S3 input reads, and only batch_size, batch_memory_mib,
+            max_in_flight, max_pixels and task_runner still apply.
     """
     if from_env:  # the reference CLI's variables, checked together, become the arguments
         inputs = source or []
         arguments = read_reference_env(os.environ, inputs).flow_arguments()
-        tuning = dict(batch_size=batch_size, max_in_flight=max_in_flight, max_pixels=max_pixels)
+        tuning = dict(
+            batch_size=batch_size,
+            batch_memory_mib=batch_memory_mib,
+            max_in_flight=max_in_flight,
+            max_pixels=max_pixels,
+        )
         return inference.fn(**arguments, **tuning, task_runner=task_runner)
     spec = PredictorSpec(path=predictor, options=predictor_options or {})
     get_predictor(spec)  # a bad path, option or weights file fails here, before any data is read
     runner = infer_task_runner(task_runner)  # so does a bad task_runner value
+    sizes = batch_sizes(batch_size, max_in_flight, batch_memory_mib)  # and a bad batch size
     credentials = resolve_block(aws_credentials, AwsCredentials) if aws_credentials else None
     requests = resolve_block(requests_table, DynamoDBTable) if requests_table else None
     topic = resolve_block(notify_topic, SnsTopic) if notify_topic else None
@@ -149,8 +161,7 @@ def inference(
     settings = {
         "predictor": predictor,
         "sinks": ", ".join(s if isinstance(s, str) else type(s).__name__ for s in sinks),
-        "batches": f"{batch_size} images, {max_in_flight} in flight, "
-        f"{download_concurrency} parallel downloads, task runner {task_runner}",
+        "batches": describe_batches(sizes, max_in_flight, download_concurrency, task_runner),
     }
     log = run_logger(__name__)
     log.info("classifying %s · %s", src.description, " · ".join(settings.values()))
@@ -185,7 +196,7 @@ def inference(
                 write=write_results,
                 sinks=outputs,
                 fetch=FetchOptions(credentials, download_concurrency, max_pixels, reference_fields),
-                batch_size=batch_size,
+                batch_size=sizes,
                 max_in_flight=max_in_flight,
                 after_write=[tracker.announce if tracker else notices],
                 before_batch=[tracker.mark_processing] if tracker and not claims_on_receive else [],
@@ -193,6 +204,9 @@ def inference(
             )
             pipeline.summary.settings, pipeline.summary.warn = settings, log.warning
             summary = pipeline.run()
+        settings["batches"] = describe_batches(
+            sizes, max_in_flight, download_concurrency, task_runner
+        )  # now with the sizes found
         if tracker:
             pipeline.report(tracker.problems)
         if isinstance(src, SqsSource) and src.skipped:

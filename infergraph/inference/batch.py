@@ -21,6 +21,8 @@ class BatchOutput:
     retryable: list[bool]
     prepare_seconds: float = 0.0
     predict_seconds: float = 0.0
+    #: Bytes of model input the batch held (what batch sizing budgets for).
+    input_bytes: int = 0
 
 
 def result_row(
@@ -79,4 +81,5 @@ def run_batch(records: list[ImageRecord], predictor: Predictor, fetch: FetchOpti
         retryable=[p.retryable for p in prepared],
         prepare_seconds=prepared_at - started,
         predict_seconds=finished - prepared_at,
+        input_bytes=sum(getattr(p.value, "nbytes", 0) for p in prepared),
     )

@@ -11,6 +11,7 @@ from prefect import tags
 
 from infergraph.cli_errors import UsageError, command
 from infergraph.inference import preflight
+from infergraph.inference.batch_sizing import AUTO
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.runners import THREADS
 from infergraph.inference.sinks.base import DEFAULT_SINKS
@@ -39,7 +40,19 @@ def main(inference: Any, argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sink", action="append", help="results destination (repeatable); default: results/"
     )
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=AUTO,
+        metavar="N|auto",
+        help="images per batch (default: auto, sized from the cost of the first batches)",
+    )
+    parser.add_argument(
+        "--batch-memory-mib",
+        type=int,
+        default=512,
+        help="model input the batches in flight may hold when sized automatically",
+    )
     parser.add_argument("--max-in-flight", type=int, default=3)
     parser.add_argument("--download-concurrency", type=int, default=16)
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
@@ -82,6 +95,7 @@ def main(inference: Any, argv: list[str] | None = None) -> int:
             predictor_options=dict(_parse_option(o) for o in args.option),
             sinks=args.sink or [],
             batch_size=args.batch_size,
+            batch_memory_mib=args.batch_memory_mib,
             max_in_flight=args.max_in_flight,
             download_concurrency=args.download_concurrency,
             max_pixels=args.max_pixels,
@@ -100,6 +114,18 @@ def _where(sink: str) -> str:
     if "://" in sink and not sink.startswith("file://"):
         return sink
     return str(Path(sink.removeprefix("file://")).resolve())
+
+
+def _batch_size(text: str) -> int:
+    if text == "auto":
+        return AUTO
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or auto, got {text!r}")
+    return size
 
 
 def _parse_option(text: str) -> tuple[str, Any]:

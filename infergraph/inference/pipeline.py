@@ -26,6 +26,7 @@ from prefect.utilities.annotations import quote
 
 from infergraph.aws.errors import is_transient
 from infergraph.inference.batch import BatchOutput, add_reference_fields, result_row
+from infergraph.inference.batch_sizing import AdaptiveBatchSize, BatchSize
 from infergraph.inference.fetch import FetchOptions
 from infergraph.inference.records import ImageRecord, ResultChunk
 from infergraph.inference.reporting import RunSummary
@@ -106,7 +107,7 @@ class BatchPipeline:
         write: Any,
         sinks: Sequence[Sink],
         fetch: FetchOptions,
-        batch_size: int,
+        batch_size: BatchSize,
         max_in_flight: int = 3,
         max_writes: int = 4,
         after_write: Sequence[AfterWrite] = (),
@@ -114,9 +115,12 @@ class BatchPipeline:
         infer_runner: TaskRunner | None = None,
     ) -> None:
         """``infer_runner`` (started) runs the infer tasks, e.g. on a Dask cluster
-        (infergraph/inference/runners.py); ``None`` uses the flow's own. Writes always stay here."""
-        if batch_size < 1 or max_in_flight < 1 or max_writes < 1:
-            raise ValueError("batch_size, max_in_flight and max_writes must be at least 1")
+        (infergraph/inference/runners.py); ``None`` uses the flow's own. Writes always stay here.
+        ``batch_size`` is a number, or an :class:`AdaptiveBatchSize` told each batch's cost."""
+        if isinstance(batch_size, int) and batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if max_in_flight < 1 or max_writes < 1:
+            raise ValueError("max_in_flight and max_writes must be at least 1")
         self.source = source
         self.predictor = predictor
         self.infer = infer
@@ -214,6 +218,9 @@ class BatchPipeline:
             output = self._failed_batch(records, exc)
         self.summary.prepare_seconds += output.prepare_seconds
         self.summary.predict_seconds += output.predict_seconds
+        seconds = output.prepare_seconds + output.predict_seconds
+        if isinstance(self.batch_size, AdaptiveBatchSize) and seconds > 0:
+            self.batch_size.observe(len(output.rows), seconds, output.input_bytes)
         chunks, retry = self.tracker.add(records, output.rows, output.retryable)
         if retry:
             self.summary.retried_groups += len(retry)

@@ -109,7 +109,15 @@ PREFIXES = (
     "INFERGRAPH_REFERENCE_",
 )
 #: Flow arguments that --from-env leaves to the command line.
-TUNABLE = ("source", "batch_size", "max_in_flight", "max_pixels", "task_runner", "from_env")
+TUNABLE = (
+    "source",
+    "batch_size",
+    "batch_memory_mib",
+    "max_in_flight",
+    "max_pixels",
+    "task_runner",
+    "from_env",
+)
 
 
 class ReferenceEnvError(ValueError):
@@ -478,7 +486,7 @@ def _output_settings(settings: ReferenceSettings) -> dict[str, Any]:
 
 def run_cli(inference: Any, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``--from-env``: check the variables (all problems at once, no traceback), then run."""
-    from infergraph.local_prefect import local_settings
+    from infergraph.local_prefect import check_api, local_settings
 
     given = [
         f"--{name.replace('_', '-')}"
@@ -494,10 +502,12 @@ def run_cli(inference: Any, parser: argparse.ArgumentParser, args: argparse.Name
     for note in settings.notes:
         print(note)
     with local_settings():
+        check_api()
         inference(
             source=args.source or [],
             from_env=True,
             batch_size=args.batch_size,
+            batch_memory_mib=args.batch_memory_mib,
             max_in_flight=args.max_in_flight,
             max_pixels=args.max_pixels,
             task_runner=args.task_runner,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from infergraph.aws.storage import local_path
+from infergraph.inference.batch_sizing import BatchSize, sizer
 from infergraph.inference.records import ImageRecord
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -40,10 +41,11 @@ class Source(ABC):
     def records(self) -> Iterator[ImageRecord]:
         """Every record, lazily, in a stable order."""
 
-    def batches(self, batch_size: int) -> Iterator[list[ImageRecord]]:
-        """Records in lists of at most ``batch_size``."""
+    def batches(self, batch_size: BatchSize) -> Iterator[list[ImageRecord]]:
+        """Records in lists of at most ``batch_size`` (asked again for each list)."""
+        size = sizer(batch_size)
         records = iter(self.records())
-        while batch := list(itertools.islice(records, batch_size)):
+        while batch := list(itertools.islice(records, size())):
             yield batch
 
     def ack(self, groups: Sequence[str]) -> None:

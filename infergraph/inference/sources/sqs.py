@@ -28,6 +28,7 @@ from prefect_aws import AwsCredentials
 from blocks.sqs import SqsQueue
 from infergraph.aws.sqs_leases import InFlight, QueueError, SqsLeases
 from infergraph.blockref import resolve_block
+from infergraph.inference.batch_sizing import BatchSize, sizer
 from infergraph.inference.records import LEASE_MARGIN, Claim, ImageRecord
 from infergraph.inference.sources.base import IMAGE_SUFFIXES, Source, SourceError
 from infergraph.inference.sources.messages import DEFAULT_IMAGE_KEYS, MalformedMessage, parse_body
@@ -105,7 +106,7 @@ class SqsSource(Source):
         for batch in self.batches(100):
             yield from batch
 
-    def batches(self, batch_size: int) -> Iterator[list[ImageRecord]]:
+    def batches(self, batch_size: BatchSize) -> Iterator[list[ImageRecord]]:
         """Full batches while messages keep coming; a partial batch as soon as they pause.
 
         Only an empty batch waits on a long poll, so a lone message is processed at
@@ -117,12 +118,14 @@ class SqsSource(Source):
         pending: deque[ImageRecord] = deque()
         batch: list[ImageRecord] = []
         idle = 0
+        size = sizer(batch_size)
+        wanted = size()
         while True:
-            while pending and len(batch) < batch_size:
+            while pending and len(batch) < wanted:
                 batch.append(pending.popleft())
-            if len(batch) >= batch_size:
+            if len(batch) >= wanted:
                 yield batch
-                batch = []
+                batch, wanted = [], size()
                 continue
             if self.message_limit is not None and self.received >= self.message_limit:
                 break
@@ -130,7 +133,7 @@ class SqsSource(Source):
             got = self._poll(wait)
             if got is None and batch:
                 yield batch
-                batch = []
+                batch, wanted = [], size()
                 continue
             if got is None and wait < self.queue.wait_time_seconds:  # a short look came empty
                 if self._drained():

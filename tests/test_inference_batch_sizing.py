@@ -1,0 +1,105 @@
+"""Batch sizes follow the measured cost and memory of batches, not a number the user guessed."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from infergraph.inference.batch import BatchOutput
+from infergraph.inference.batch_sizing import AUTO, AdaptiveBatchSize, batch_sizes
+from infergraph.inference.fetch import FetchOptions
+from infergraph.inference.pipeline import BatchPipeline
+from infergraph.inference.records import ImageRecord
+from infergraph.inference.sources.base import Source
+from infergraph.predictors.loading import PredictorSpec
+from tests.test_engine_units import FIELDS, LoggingSink, ThreadTask, write
+
+MiB = 2**20
+
+
+def test_first_batches_are_small_and_double_until_one_is_measured() -> None:
+    size = AdaptiveBatchSize(first=8)
+    assert [size(), size(), size()] == [8, 16, 32]
+
+
+def test_cheap_images_get_large_batches_reached_in_steps_of_at_most_four() -> None:
+    size = AdaptiveBatchSize(first=8, target_seconds=2.0, largest=4096)
+    size()
+    size.observe(images=8, seconds=0.008, input_bytes=8 * 256)  # 1 ms an image
+    steps = [size() for _ in range(4)]
+    assert steps == [32, 128, 512, 2000]  # 2 s / 1 ms, grown at most 4× a batch
+
+
+def test_expensive_images_get_small_batches_at_once() -> None:
+    size = AdaptiveBatchSize(first=8, target_seconds=2.0)
+    for _ in range(3):
+        size()
+    size.observe(images=8, seconds=4.0, input_bytes=8 * 1024)  # half a second an image
+    assert size() == 4
+
+
+def test_the_memory_budget_caps_the_batches_in_flight() -> None:
+    size = AdaptiveBatchSize(first=8, in_flight=4, memory_budget=64 * MiB, target_seconds=60)
+    size()
+    size.observe(images=8, seconds=0.008, input_bytes=8 * MiB)  # 1 MiB of input an image
+    assert max(size() for _ in range(6)) == 16  # 64 MiB over 4 batches in flight
+
+
+def test_a_slower_batch_counts_at_once_a_faster_one_only_halfway() -> None:
+    size = AdaptiveBatchSize(first=100, target_seconds=1.0, largest=10_000)
+    size()
+    size.observe(100, 1.0, 0)  # 10 ms
+    assert size() == 100
+    size.observe(100, 0.2, 0)  # 2 ms: smoothed to 6 ms
+    assert size() == 166
+    size.observe(100, 5.0, 0)  # 50 ms: taken as is
+    assert size() == 20
+
+
+@pytest.mark.parametrize(("batch_size", "memory"), [(-1, 512), (AUTO, 0)])
+def test_impossible_batch_settings_are_refused_naming_the_parameter(
+    batch_size: int, memory: int
+) -> None:
+    with pytest.raises(ValueError, match=r"batch_size|batch_memory_mib"):
+        batch_sizes(batch_size, 3, memory)
+
+
+class Listing(Source):
+    description = "listing"
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def records(self) -> Any:
+        return (ImageRecord(uri=f"/img/{i}.png", record_id=str(i)) for i in range(self.count))
+
+
+def test_the_pipeline_sizes_its_batches_from_what_the_first_ones_cost() -> None:
+    """Every image is written once; the batches grow from 8 as their cost comes back."""
+    seen: list[int] = []
+
+    def infer(records: list[ImageRecord], index: int, predictor: Any, fetch: Any) -> BatchOutput:
+        seen.append(len(records))
+        rows = [{"record_id": r.record_id, "uri": r.uri, **dict.fromkeys(FIELDS)} for r in records]
+        for row in rows:
+            row.update(status="ok", error=None)
+        # 1 ms of work and 1 KiB of model input per image, whatever the batch
+        return BatchOutput(rows, [False] * len(rows), len(rows) * 0.001, 0.0, len(rows) * 1024)
+
+    log: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(4) as pool:
+        summary = BatchPipeline(
+            source=Listing(3000),
+            predictor=PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"),
+            infer=ThreadTask(infer, pool),
+            write=ThreadTask(write, pool),
+            sinks=[LoggingSink(log)],
+            fetch=FetchOptions(),
+            batch_size=AdaptiveBatchSize(in_flight=1, target_seconds=1.0),
+            max_in_flight=1,
+        ).run()
+    assert summary.written == 3000 and sum(seen) == 3000
+    assert seen[:3] == [8, 32, 128]  # measured after the first: ×4 steps towards 1000
+    assert max(seen) == 1000
