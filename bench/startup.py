@@ -1,6 +1,6 @@
 """Benchmark: whole-process wall time of a local run against a bare script and Ray Data.
 
-    python bench/startup.py                                   # both jobs, each case twice
+    python bench/startup.py                                   # both jobs, each case twice (~8 min)
     python bench/startup.py --job digits -n 300 --repeat 1    # a smoke test
     python bench/startup.py --job resnet --photos 16 --repeat 1
 
