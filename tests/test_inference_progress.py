@@ -146,6 +146,26 @@ def test_quiet_on_a_pipe_in_ci_and_unless_the_cli_asked(terminal, monkeypatch) -
     assert watch(UriList(["a.png"]), logging.getLogger("test")).line is None
 
 
+def test_a_terminal_that_goes_away_does_not_stop_the_run(terminal, request) -> None:
+    master, slave = terminal
+    stream = open(slave, "w", closefd=False)  # noqa: SIM115
+    handler = PrefectConsoleHandler(stream=stream)
+    logging.getLogger("test.progress.gone").addHandler(handler)
+    request.addfinalizer(lambda: logging.getLogger("test.progress.gone").removeHandler(handler))
+    clock = Clock()
+    summary = summary_since(1)
+    line = ProgressLine(stream, total=9, clock=clock)
+    summary.listener = RunFeedback(logging.getLogger("test.progress"), line)
+    summary.add_rows([OK])
+    assert "1/9 images" in ANSI.sub("", drain(master))
+    os.close(master)  # the terminal (an ssh session, say) is gone: writes now fail
+    clock.now += 1
+    summary.add_rows([OK])  # no exception: the run goes on
+    line.close(summary)
+    assert summary.images == 2
+    assert handler.console.file is stream  # and Prefect's handler is put back
+
+
 def run_on_a_terminal(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
     """``python flows/inference.py args`` writing to a pty: its exit code and screen text."""
     command = [sys.executable, str(REPO / "flows" / "inference.py"), *args]

@@ -4,9 +4,11 @@ The progress line (images done of the total when known, rate, ETA, errors) is fo
 watching ``python flows/inference.py``: it is drawn only when the CLI asked for it
 (:func:`requested`), stderr is a terminal and ``CI`` is not set, so deployment and worker
 runs, CI jobs and piped output stay quiet. It is a rich ``Live`` display, which keeps the
-line below the log lines instead of tangling with them; Prefect's console handler writes
-to the stream it captured at start-up, so while the line is shown that handler is pointed
-at Live's proxy (:func:`_log_lines_above`).
+line below the log lines instead of tangling with them (rich's ``Progress`` adds a bar and
+a 30-second speed window; the run's own rate and one line of text are all we need).
+Prefect's console handler writes to the stream it captured at start-up, past Live's own
+redirection, so while the line is shown that handler is pointed at Live's proxy too
+(:func:`_log_lines_above`); drawn beside it unmanaged, log text lands on the line.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def requested() -> Iterator[None]:
     finally:
         _requested.clear()
         while _shown:  # a run that failed did not close its line
-            _shown[-1].close()
+            _shown.pop().close()
 
 
 def quiet_environment(stream: TextIO) -> bool:
@@ -98,7 +100,11 @@ class ProgressLine:
             return
         self._last = now
         rate = summary.images_per_second
-        self._draw(progress_text(summary.images, self.total, rate, summary.errors))
+        try:
+            self._draw(progress_text(summary.images, self.total, rate, summary.errors))
+        except Exception:  # e.g. the terminal went away: the run goes on without its line
+            self.enabled = False
+            self.close()
 
     def _draw(self, text: str) -> None:
         from rich.text import Text
@@ -128,10 +134,11 @@ class ProgressLine:
         if self._live is None:
             return
         live, self._live = self._live, None
-        self._restore()
-        live.stop()  # leaves the last line, then a newline
         with contextlib.suppress(ValueError):
             _shown.remove(self)
+        self._restore()
+        with contextlib.suppress(Exception):  # a terminal that went away cannot be tidied
+            live.stop()  # leaves the last line, then a newline
 
 
 def _log_lines_above(console: Any, stream: TextIO) -> Callable[[], None]:
