@@ -36,6 +36,7 @@ from infergraph.inference.liveness import FlowRunLiveness
 from infergraph.inference.notices import CompletionNotices
 from infergraph.inference.outcome import completed, tell_outcome
 from infergraph.inference.pipeline import BatchPipeline
+from infergraph.inference.progress import watch
 from infergraph.inference.records import SuccessState
 from infergraph.inference.reference_env import read_reference_env
 from infergraph.inference.requests_table import RequestsTable, ThenRequestsTable
@@ -203,6 +204,7 @@ def inference(
                 infer_runner=infer_runner,
             )
             pipeline.summary.settings, pipeline.summary.warn = settings, log.warning
+            pipeline.summary.listener = feedback = watch(src, log)  # "first batch", progress line
             summary = pipeline.run()
         settings["batches"] = describe_batches(
             sizes, max_in_flight, download_concurrency, task_runner
@@ -215,6 +217,7 @@ def inference(
         for sink in outputs:
             sink.close()
         src.close()
+    feedback.close(summary)  # the progress line ends before the run's last log lines
     tell_outcome(summary, source, log)  # last log lines, run name and tags, artifacts
     if summary.write_failures:
         raise RunIncomplete(

@@ -225,6 +225,7 @@ def test_a_cli_run_with_broken_images_tells_its_story_through_the_api(tmp_path: 
         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "/15 images" not in done.stderr and "\x1b[2K" not in done.stderr  # piped: no line
     rows = read_jsonl(tmp_path / "cli.jsonl")
     assert len(rows) == 15 and all(len(r["top_k"]) == 2 for r in rows if r["status"] == "ok")
 
@@ -256,6 +257,8 @@ def test_a_cli_run_with_broken_images_tells_its_story_through_the_api(tmp_path: 
     [start] = [m for m in info if m.startswith("classifying ")]
     assert str(folder) in start and "DigitsClassifier" in start and "cli.jsonl" in start
     assert "5 images, 3 in flight" in start
+    assert any(m.startswith("model loaded: infergraph.predictors.digits:") for m in info)
+    assert any(m.startswith("first batch done after ") for m in info)
     [end] = [m for m in info if m.startswith("done: ")]
     assert end.startswith("done: 15 images (12 predicted, 3 errors) · 15 rows written")
 

@@ -10,7 +10,7 @@ from typing import Any
 from prefect import tags
 
 from infergraph.cli_errors import UsageError, command
-from infergraph.inference import preflight
+from infergraph.inference import preflight, progress
 from infergraph.inference.batch_sizing import AUTO
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.runners import THREADS
@@ -88,7 +88,7 @@ def main(inference: Any, argv: list[str] | None = None) -> int:
     args.aws_credentials = preflight.check_blocks(
         sources, args.sink or [], args.aws_credentials, args.requests_table, args.notify_topic
     )
-    with tags(CLI_TAG):
+    with tags(CLI_TAG), progress.requested():  # a progress line, when stderr is a terminal
         summary = inference(
             source=source,
             predictor=args.predictor,

@@ -49,6 +49,8 @@ class RunSummary:
     finished: float | None = None
     #: Part of ``elapsed`` spent waiting for input that did not come; not counted in the rate.
     idle_seconds: float = 0.0
+    #: Called with the summary after each ``add_rows`` (the CLI's progress line).
+    listener: Callable[[RunSummary], Any] | None = None
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -74,6 +76,8 @@ class RunSummary:
             if label not in (None, ""):
                 self.labelled += 1
                 self.correct += int(str(label) == name)
+        if self.listener is not None:
+            self.listener(self)
 
     @property
     def elapsed(self) -> float:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import importlib
 import json
 import threading
+import time
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from infergraph.logs import run_logger
 from infergraph.predictors.base import Predictor
 from infergraph.predictors.reference import adapter_for, contracts_text, is_reference_predictor
 
@@ -100,7 +102,12 @@ def get_predictor(spec: PredictorSpec) -> Predictor:
     with _load_lock:
         predictor = _loaded.get(key)
         if predictor is None:
+            started = time.perf_counter()
             predictor = build_predictor(spec)
             predictor.load()
             _loaded[key] = predictor
+            # One line per process, so a run's log shows when (and how fast) the model was ready.
+            run_logger(__name__).info(
+                "model loaded: %s in %.2f s", spec.path, time.perf_counter() - started
+            )
     return predictor

@@ -48,6 +48,10 @@ class Source(ABC):
         while batch := list(itertools.islice(records, size())):
             yield batch
 
+    def count(self) -> int | None:
+        """How many records there are, when that is cheap to learn (for an ETA); else None."""
+        return None
+
     def ack(self, groups: Sequence[str]) -> None:
         """Every record of these groups is written to every sink."""
 
@@ -73,6 +77,9 @@ class UriList(Source):
         for uri in self.uris:
             yield ImageRecord(uri=uri, fields=dict(self.fields.get(uri, {})))
 
+    def count(self) -> int:
+        return len(self.uris)
+
 
 class LocalFolder(Source):
     """Image files under a folder (recursively) or matching a glob, in sorted order.
@@ -92,6 +99,10 @@ class LocalFolder(Source):
         for path in self._paths():
             name = path.relative_to(self.root).as_posix()
             yield ImageRecord(uri=str(path), fields=dict(self.manifest.get(name, {})))
+
+    def count(self) -> int:
+        """A second walk of the folder: cheap beside reading its images."""
+        return sum(1 for _ in self._paths())
 
     def _paths(self) -> Iterator[Path]:
         if self.pattern:
