@@ -88,14 +88,15 @@ def _started_here() -> TemporaryServer | None:
 
 
 def _announce(url: str | None) -> None:
-    """One line on which server a run uses, so a user is not left staring at nothing."""
+    """One line on which server a run uses, so a user is not left staring at nothing.
+
+    Said once the command's own checks passed: a mistake gets only its error and fix.
+    """
+    from infergraph.temporary_server import STARTING
+
     temporary = _started_here()
     if not url or (temporary is not None and url == temporary.api_url):
-        print(
-            "starting a temporary Prefect server (a few seconds; "
-            "`python -m infergraph.prefect_server start` keeps one running)",
-            file=sys.stderr,
-        )
+        print(STARTING, file=sys.stderr)
     elif url in _kept:
         print(f"using the local Prefect server at {url}", file=sys.stderr)
 

@@ -38,6 +38,12 @@ SERVER_ENV = {
 }
 
 
+STARTING = (
+    "starting a temporary Prefect server (a few seconds; "
+    "`python -m infergraph.prefect_server start` keeps one running)"
+)
+
+
 class ServerDidNotStart(RuntimeError):
     """The temporary server exited or never answered; ``fix`` says what to try."""
 
@@ -61,10 +67,15 @@ class TemporaryServer:
         return f"http://127.0.0.1:{self.port}/api"
 
     def wait_until_healthy(self, timeout: float) -> None:
-        """Block until the API answers; :class:`ServerDidNotStart` if it exits or times out."""
+        """Block until the API answers; :class:`ServerDidNotStart` if it exits or times out.
+
+        Meanwhile (the server is still booting) it imports what Prefect would import
+        lazily at the run's first task, so that costs the run nothing.
+        """
         import httpx
 
         deadline = time.monotonic() + timeout
+        _warm_up()
         with httpx.Client(timeout=2) as client:
             while True:
                 if self.process.poll() is not None:
@@ -174,6 +185,20 @@ def _launch() -> TemporaryServer:
         "on",
     ]
     return TemporaryServer(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL), port)
+
+
+#: Modules a run imports at its first flow and task call, not before (~0.5 s).
+LAZY_IMPORTS = ("fastapi.encoders", "prefect.flow_engine", "prefect.task_engine",
+                "prefect.concurrency.sync")  # fmt: skip
+
+
+def _warm_up() -> None:
+    import contextlib
+    import importlib
+
+    for name in LAZY_IMPORTS:  # another Prefect version imports what it needs itself
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def _free_port() -> int:
