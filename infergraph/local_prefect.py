@@ -60,10 +60,10 @@ def _server_choice() -> dict[Any, Any]:
     """The server started early for this run, else a kept one, when none is configured."""
     from prefect.settings import PREFECT_API_URL
 
-    from infergraph import temporary_server
     from infergraph.prefect_server import running_server
+    from infergraph.temporary_server import choice
 
-    early = temporary_server.choice()
+    early = choice()
     if early is not None:
         if early.temporary is not None:
             return {PREFECT_API_URL: early.temporary.api_url}
@@ -81,9 +81,9 @@ def _server_choice() -> dict[Any, Any]:
 
 
 def _started_here() -> TemporaryServer | None:
-    from infergraph import temporary_server
+    from infergraph.temporary_server import choice
 
-    early = temporary_server.choice()
+    early = choice()
     return early.temporary if early is not None else None
 
 
