@@ -6,6 +6,7 @@ import io
 import threading
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +286,27 @@ def test_decodes_queue_for_the_budget_and_give_up_clearly(budget) -> None:
     waiter.join(30)
     assert not waiter.is_alive() and result[0].shape == (400, 400, 3)
     assert budget.used_bytes == 0
+
+
+def test_small_images_are_decoded_on_one_thread_large_ones_on_every_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second thread only slows GIL-bound small decodes; large ones release the GIL."""
+    from infergraph.inference import fetch
+    from infergraph.inference.records import ImageRecord
+    from infergraph.predictors.digits import SAMPLES
+    from infergraph.predictors.loading import PredictorSpec, get_predictor
+
+    monkeypatch.setattr(fetch, "_COST", fetch._PrepareCost())
+    monkeypatch.setattr(fetch.os, "cpu_count", lambda: 4)
+    predictor = get_predictor(PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"))
+    small = [ImageRecord(uri=str(p), record_id=p.name) for p in sorted(SAMPLES.glob("*.png"))]
+    fetch.prepare_batch(small[:20], predictor, fetch.FetchOptions())
+    assert fetch._COST.decode_threads() == 1
+
+    noise = np.random.default_rng(0).integers(0, 255, (2500, 2500, 3), dtype=np.uint8)
+    large = tmp_path / "large.png"
+    Image.fromarray(noise).save(large)
+    record = ImageRecord(uri=str(large), record_id="large")
+    fetch.prepare_batch([record] * 10, predictor, fetch.FetchOptions())
+    assert fetch._COST.decode_threads() == 4

@@ -1,10 +1,13 @@
 """Download, decode and preprocess the images of one batch.
 
-Two process-wide thread pools, shared by every batch in flight: an I/O pool
-(``concurrency`` threads) that only waits on S3, and a decode pool with one
-thread per CPU that decodes and preprocesses. Decoding is CPU work that holds
-the GIL between C calls, so more decode threads than cores only adds
-contention; downloads are waiting, so they get many threads. Only the (small)
+Process-wide thread pools, shared by every batch in flight: an I/O pool
+(``concurrency`` threads) that only waits on S3, and a decode pool that decodes
+and preprocesses. Decoding is CPU work that holds the GIL between C calls, so
+more decode threads than cores only adds contention; downloads are waiting, so
+they get many threads. Small images are worse still: their decode is mostly
+Python holding the GIL, and a second decode thread only takes turns with the
+first (a digit PNG decodes 20% slower with two), so images that prepare in under
+``SMALL_IMAGE_SECONDS`` go through one thread, larger ones one per core. Only the (small)
 model input outlives a record's step: a batch of large photos never sits in
 memory as full-size pixels all at once.
 """
@@ -55,7 +58,7 @@ def prepare_batch(
 ) -> list[PreparedRecord]:
     """Read, decode and preprocess every record; failures become per-record errors."""
     process_budget()  # before the pools' threads exist: it also caps malloc's arenas
-    decode = _pool("decode", os.cpu_count() or 2)
+    decode = _pool("decode", _COST.decode_threads())
     outcomes: list[Future[PreparedRecord]] = []
     for record in records:
         if is_s3_uri(record.uri) and not record.error:
@@ -68,6 +71,25 @@ def prepare_batch(
     return [f.result() for f in outcomes]
 
 
+#: Below this many seconds per image, decoding is GIL-bound: one thread does it best.
+SMALL_IMAGE_SECONDS = 0.005
+
+
+class _PrepareCost:
+    """A running mean of the seconds one image takes to prepare, in this process."""
+
+    def __init__(self) -> None:
+        self.mean: float | None = None
+
+    def add(self, seconds: float) -> None:
+        self.mean = seconds if self.mean is None else 0.9 * self.mean + 0.1 * seconds
+
+    def decode_threads(self) -> int:
+        small = self.mean is not None and self.mean < SMALL_IMAGE_SECONDS
+        return 1 if small else os.cpu_count() or 2
+
+
+_COST = _PrepareCost()
 _pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
@@ -141,13 +163,16 @@ def _prepare_one(
             data, seconds = _timed_read(record.uri, options.credentials)
         except Exception as exc:
             return _unreadable(record, exc)
+    started = time.perf_counter()
     try:
         # The decode budget is held through preprocessing: the full-size pixels live until then.
         with decoded(data, record.uri, options.max_pixels) as image:
             del data
             height, width = image.shape[:2]
             meta = RecordMeta(record.record_id, record.uri, meta.fields, width, height, seconds)
-            return PreparedRecord(meta, predictor.prepare(image, meta))
+            prepared = PreparedRecord(meta, predictor.prepare(image, meta))
+        _COST.add(time.perf_counter() - started)
+        return prepared
     except ImageDecodeError as exc:
         return PreparedRecord(meta, RecordError(str(exc)), retryable=exc.busy)
 
