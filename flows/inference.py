@@ -10,12 +10,13 @@ strings), with a requests table and SNS completion notices as options.
 from __future__ import annotations
 
 if __name__ == "__main__":  # a local run: Prefect's temporary server boots while this imports
+    from infergraph.quick_exit import arm
     from infergraph.temporary_server import start_early
 
+    arm()  # first: its exit handler runs last, and skips the interpreter's teardown
     start_early()
 
 import os
-import sys
 from typing import Annotated, Any
 
 from prefect import flow
@@ -232,5 +233,6 @@ def _flow_run_id() -> str | None:
 
 if __name__ == "__main__":
     from infergraph.inference.cli import main
+    from infergraph.quick_exit import finish
 
-    sys.exit(main(inference))
+    finish(main(inference))

@@ -210,4 +210,4 @@ def _wait_until_idle(api_url: str, timeout: float = 5.0) -> None:
             if pending == 0 and total == previous:
                 return
             previous = total
-            time.sleep(0.3)
+            time.sleep(0.1)

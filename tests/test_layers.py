@@ -23,6 +23,7 @@ RANKS = {
     "infergraph.local_prefect": 0,
     "infergraph.prefect_server": 0,
     "infergraph.temporary_server": 0,
+    "infergraph.quick_exit": 0,
     "infergraph.runs": 0,
     "infergraph.cli_errors": 0,
     "blocks": 1,
