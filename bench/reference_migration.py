@@ -135,7 +135,7 @@ def child_bare_model(endpoint: str, count: int) -> dict[str, Any]:
     return measured(len(data), started, cpu)
 
 
-def child_flow(endpoint: str, count: int, batch_size: int, downloads: int) -> dict[str, Any]:
+def child_flow(endpoint: str, count: int, batch_size: str | int, downloads: int) -> dict[str, Any]:
     from flows.inference import inference
     from infergraph.aws.clients import aws_client
     from infergraph.inference.cli import main
@@ -169,7 +169,7 @@ def child_flow(endpoint: str, count: int, batch_size: int, downloads: int) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description="reference CLI job via --from-env benchmark")
     parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", default="auto", help="the flow's: auto (default) or N")
     parser.add_argument("--download-concurrency", type=int, default=16)
     parser.add_argument(
         "--repeats", type=int, default=3, help="interleaved rounds of the cases (median kept)"
@@ -185,7 +185,8 @@ def main() -> None:
         torch.set_num_threads(1)
         mode, endpoint, count, *rest = args.child
         runner = {"raw-get": child_raw_get, "bare-model": child_bare_model, "flow": child_flow}
-        print(json.dumps(runner[mode](endpoint, int(count), *map(int, rest))))
+        numbers = [value if value == "auto" else int(value) for value in rest]
+        print(json.dumps(runner[mode](endpoint, int(count), *numbers)))
         return
 
     count = args.images

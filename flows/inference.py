@@ -30,7 +30,12 @@ import infergraph.inference.sinks.postgres  # noqa: F401  (registers postgres://
 from blocks.dynamodb import DynamoDBTable
 from blocks.sns import SnsTopic
 from infergraph.blockref import resolve_block
-from infergraph.inference.batch_sizing import AUTO, batch_sizes, describe_batches
+from infergraph.inference.batch_sizing import (
+    AUTO,
+    batch_sizes,
+    describe_batches,
+    stable_batches,
+)
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
 from infergraph.inference.fetch import FetchOptions
 from infergraph.inference.liveness import FlowRunLiveness
@@ -152,7 +157,6 @@ def inference(
     spec = PredictorSpec(path=predictor, options=predictor_options or {})
     get_predictor(spec)  # a bad path, option or weights file fails here, before any data is read
     runner = infer_task_runner(task_runner)  # so does a bad task_runner value
-    sizes = batch_sizes(batch_size, max_in_flight, batch_memory_mib)  # and a bad batch size
     credentials = resolve_block(aws_credentials, AwsCredentials) if aws_credentials else None
     requests = resolve_block(requests_table, DynamoDBTable) if requests_table else None
     topic = resolve_block(notify_topic, SnsTopic) if notify_topic else None
@@ -160,6 +164,8 @@ def inference(
     credentials = credentials or getattr(src, "credentials", None)
     sinks = list(sinks or DEFAULT_SINKS)  # specs, or sinks built by --from-env
     outputs: list[Sink] = [open_sink(s, credentials=credentials) for s in sinks]
+    stable = stable_batches(src, outputs)  # reruns rewrite the same S3 CSV objects
+    sizes = batch_sizes(batch_size, max_in_flight, batch_memory_mib, stable)
     settings = {
         "predictor": predictor,
         "sinks": ", ".join(s if isinstance(s, str) else type(s).__name__ for s in sinks),

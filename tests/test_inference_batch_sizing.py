@@ -103,3 +103,18 @@ def test_the_pipeline_sizes_its_batches_from_what_the_first_ones_cost() -> None:
     assert summary.written == 3000 and sum(seen) == 3000
     assert seen[:3] == [8, 32, 128]  # measured after the first: ×4 steps towards 1000
     assert max(seen) == 1000
+
+
+def test_a_listing_written_to_chunk_named_objects_keeps_fixed_batches(tmp_path: Any) -> None:
+    """A rerun must cut the same batches to overwrite its S3 CSV objects; queues need not."""
+    from infergraph.inference.batch_sizing import STABLE_SIZE, stable_batches
+    from infergraph.inference.sinks.base import CsvFileSink
+    from infergraph.inference.sinks.s3_csv import S3CsvSink
+    from infergraph.inference.sources.sqs import SqsSource
+
+    objects, local = S3CsvSink("bucket", "out/"), CsvFileSink(str(tmp_path / "out.csv"))
+    assert stable_batches(Listing(1), [local, objects])
+    assert not stable_batches(Listing(1), [local])
+    assert not stable_batches(SqsSource.__new__(SqsSource), [objects])  # chunked per message
+    assert batch_sizes(AUTO, 3, 512, stable=True) == STABLE_SIZE
+    assert batch_sizes(32, 3, 512, stable=True) == 32  # a size given is a size kept

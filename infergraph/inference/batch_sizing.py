@@ -13,13 +13,15 @@ arrive quickly and a bad guess costs little.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 #: A fixed size, or a function giving the size of the next batch.
 BatchSize = int | Callable[[], int]
 
 AUTO = 0  # the flow's batch_size that means "sized here"
+STABLE_SIZE = 64  # AUTO's size where reruns must cut the same batches
 FIRST = 8
 LARGEST = 2048
 TARGET_SECONDS = 2.0
@@ -85,15 +87,35 @@ class AdaptiveBatchSize:
         )
 
 
-def batch_sizes(batch_size: int, in_flight: int, memory_mib: int) -> BatchSize:
-    """The flow's batch parameters as a size: fixed, or adaptive for ``AUTO``."""
+def batch_sizes(
+    batch_size: int, in_flight: int, memory_mib: int, stable: bool = False
+) -> BatchSize:
+    """The flow's batch parameters as a size: fixed, or adaptive for ``AUTO``.
+
+    ``stable`` (see :func:`stable_batches`) keeps ``AUTO`` at :data:`STABLE_SIZE`.
+    """
     if batch_size < 0:
         raise ValueError(f"batch_size must be a positive number of images or {AUTO} (automatic)")
     if memory_mib < 1:
         raise ValueError(f"batch_memory_mib must be at least 1, got {memory_mib}")
     if batch_size != AUTO:
         return batch_size
+    if stable:
+        return STABLE_SIZE
     return AdaptiveBatchSize(in_flight=max(1, in_flight), memory_budget=memory_mib * 2**20)
+
+
+def stable_batches(source: Any, sinks: Sequence[Any]) -> bool:
+    """Whether reruns must cut the same batches: a listing written to chunk-named objects.
+
+    Records without a group (a folder, an S3 listing) are written in chunks named
+    after the records of their batch, and an object sink (S3 CSV) stores each chunk
+    under that name: a rerun overwrites its objects only if it cuts the same
+    batches, which measured sizes would not. Queue records are chunked per message.
+    """
+    return not getattr(source, "grouped", False) and any(
+        getattr(sink, "named_by_chunk", False) for sink in sinks
+    )
 
 
 def describe_batches(size: BatchSize, in_flight: int, downloads: int, task_runner: str) -> str:

@@ -40,6 +40,9 @@ class Sink(ABC):
     name: str = "sink"
     #: How a detector's boxes are written; set from the ``?boxes=`` option.
     boxes: BoxLayout = BoxLayout.ROWS
+    #: Each chunk becomes an object named by its key, so a rerun rewrites the same
+    #: objects only if its batches are the same (see batch_sizing.stable_batches).
+    named_by_chunk: bool = False
 
     def laid_out(self, chunk: ResultChunk) -> list[dict[str, Any]]:
         """The chunk's rows as this sink writes them (boxes laid out per :attr:`boxes`)."""

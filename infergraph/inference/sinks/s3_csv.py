@@ -36,6 +36,8 @@ DEFAULT_ROWS = 1000
 class S3CsvSink(Sink):
     """CSV objects named after result chunks."""
 
+    named_by_chunk = True
+
     def __init__(
         self,
         bucket: str,

@@ -34,6 +34,9 @@ class Source(ABC):
     """Yields image references and learns which groups of them are done."""
 
     description: str = "source"
+    #: Records come in groups (messages) that name their result chunks; else a
+    #: chunk is named by the records of its batch.
+    grouped: bool = False
     #: Seconds spent waiting for input that did not come (a queue's empty polls).
     idle_seconds: float = 0.0
 

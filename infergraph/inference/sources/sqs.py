@@ -66,6 +66,8 @@ class SqsSource(Source):
     extends held messages, so the leases never end later than the invisibility.
     """
 
+    grouped = True
+
     def __init__(
         self,
         queue: SqsQueue,
