@@ -34,6 +34,7 @@ from infergraph.inference.batch_sizing import (
     AUTO,
     batch_sizes,
     describe_batches,
+    forward_batch,
     stable_batches,
 )
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
@@ -166,6 +167,7 @@ def inference(
     outputs: list[Sink] = [open_sink(s, credentials=credentials) for s in sinks]
     stable = stable_batches(src, outputs)  # reruns rewrite the same S3 CSV objects
     sizes = batch_sizes(batch_size, max_in_flight, batch_memory_mib, stable)
+    spec = spec.model_copy(update={"forward_batch": forward_batch(sizes)})
     settings = {
         "predictor": predictor,
         "sinks": ", ".join(s if isinstance(s, str) else type(s).__name__ for s in sinks),

@@ -36,7 +36,7 @@ def infer_batch(
     model is ever pickled or hashed into a cache key (``NO_CACHE``: reruns must
     recompute, never replay stored results).
     """
-    output = run_batch(records, get_predictor(predictor), fetch)
+    output = run_batch(records, get_predictor(predictor), fetch, predictor.forward_batch)
     failed = sum(not row_ok(row) for row in output.rows)
     return Completed(message=f"{len(output.rows)} images, {failed} failed", data=output)
 

@@ -118,3 +118,34 @@ def test_a_listing_written_to_chunk_named_objects_keeps_fixed_batches(tmp_path: 
     assert not stable_batches(SqsSource.__new__(SqsSource), [objects])  # chunked per message
     assert batch_sizes(AUTO, 3, 512, stable=True) == STABLE_SIZE
     assert batch_sizes(32, 3, 512, stable=True) == 32  # a size given is a size kept
+
+
+def test_a_large_batch_is_predicted_in_forward_passes_of_bounded_size() -> None:
+    """Activations grow with a forward pass: a batch of 7 at most 3 a pass, rows in order."""
+    import numpy as np
+
+    from infergraph.inference.batch_sizing import FORWARD_BATCH, forward_batch
+    from infergraph.predictors.base import RecordMeta
+    from infergraph.predictors.digits import DigitsClassifier
+    from infergraph.predictors.loading import get_predictor
+
+    passes: list[int] = []
+
+    class Watched(DigitsClassifier):
+        def predict(self, batch: Any, metas: Any) -> Any:
+            passes.append(len(metas))
+            return super().predict(batch, metas)
+
+    predictor = Watched()
+    predictor.load()
+    reference = get_predictor(PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"))
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(7)]
+    metas = [RecordMeta(str(i), f"/{i}.png") for i in range(7)]
+    inputs = [predictor.prepare(image, meta) for image, meta in zip(images, metas, strict=True)]
+    split = predictor.run_prepared(inputs, metas, forward_batch=3)
+    assert passes == [3, 3, 1]
+    whole = reference.run_prepared(inputs, metas)  # same rows, same order (floats aside)
+    assert [r["class_id"] for r in split] == [r["class_id"] for r in whole]  # type: ignore[index]
+    assert [r["score"] for r in split] == pytest.approx([r["score"] for r in whole], abs=1e-5)  # type: ignore[index]
+    assert forward_batch(AdaptiveBatchSize()) == FORWARD_BATCH and forward_batch(256) == 0

@@ -63,12 +63,19 @@ def add_reference_fields(row: dict[str, Any], seconds: float | None) -> dict[str
     return row
 
 
-def run_batch(records: list[ImageRecord], predictor: Predictor, fetch: FetchOptions) -> BatchOutput:
-    """Prepare and predict one batch: the ``infer-batch`` task's body, callable without Prefect."""
+def run_batch(
+    records: list[ImageRecord], predictor: Predictor, fetch: FetchOptions, forward_batch: int = 0
+) -> BatchOutput:
+    """Prepare and predict one batch: the ``infer-batch`` task's body, callable without Prefect.
+
+    ``forward_batch`` caps one forward pass (0: the whole batch), see ``run_prepared``.
+    """
     started = time.perf_counter()
     prepared: list[PreparedRecord] = prepare_batch(records, predictor, fetch)
     prepared_at = time.perf_counter()
-    outcomes = predictor.run_prepared([p.value for p in prepared], [p.meta for p in prepared])
+    outcomes = predictor.run_prepared(
+        [p.value for p in prepared], [p.meta for p in prepared], forward_batch
+    )
     finished = time.perf_counter()
     rows = [
         result_row(r, predictor.output_fields, o) for r, o in zip(records, outcomes, strict=True)

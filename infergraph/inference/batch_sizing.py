@@ -7,7 +7,9 @@ measurements of the batches done so far: seconds per image (a batch should take
 about ``target_seconds``, making the fixed cost a few percent) and bytes of
 model input per image (the batches in flight must fit ``memory_budget``). The
 first batches are small and grow at most fourfold each, so the first results
-arrive quickly and a bad guess costs little.
+arrive quickly and a bad guess costs little. A large batch is still predicted
+``FORWARD_BATCH`` images at a time: the budget counts model inputs, while a
+forward pass's activations grow with the images in it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ BatchSize = int | Callable[[], int]
 
 AUTO = 0  # the flow's batch_size that means "sized here"
 STABLE_SIZE = 64  # AUTO's size where reruns must cut the same batches
+#: Most images in one forward pass of an automatically sized batch: a batch of
+#: 2,048 digits is cheap to hold, but its activations in one pass took 500 MB.
+FORWARD_BATCH = 64
 FIRST = 8
 LARGEST = 2048
 TARGET_SECONDS = 2.0
@@ -116,6 +121,11 @@ def stable_batches(source: Any, sinks: Sequence[Any]) -> bool:
     return not getattr(source, "grouped", False) and any(
         getattr(sink, "named_by_chunk", False) for sink in sinks
     )
+
+
+def forward_batch(size: BatchSize) -> int:
+    """Most images per forward pass: a fixed batch is one pass, as it always was."""
+    return FORWARD_BATCH if isinstance(size, AdaptiveBatchSize) else 0
 
 
 def describe_batches(size: BatchSize, in_flight: int, downloads: int, task_runner: str) -> str:

@@ -106,17 +106,23 @@ class Predictor(ABC):
             return RecordError(f"preprocess_input failed: {_describe(exc)}")
 
     def run_prepared(
-        self, inputs: Sequence[Any], metas: Sequence[RecordMeta]
+        self, inputs: Sequence[Any], metas: Sequence[RecordMeta], forward_batch: int = 0
     ) -> list[dict[str, Any] | RecordError]:
         """Predict prepared inputs; each slot holds a result dict or the record's error.
 
         Inputs that are already a :class:`RecordError` pass straight through.
+        ``forward_batch`` caps the inputs of one ``predict`` call (0: all at once):
+        a forward pass's activations grow with its batch, the inputs alone do not.
         """
         slots: list[dict[str, Any] | RecordError] = [
             x if isinstance(x, RecordError) else RecordError("no output") for x in inputs
         ]
         positions = [i for i, x in enumerate(inputs) if not isinstance(x, RecordError)]
-        outcomes = self._predict_isolating([inputs[i] for i in positions], positions, metas)
+        step = forward_batch if forward_batch > 0 else max(1, len(positions))
+        outcomes: list[Any] = []
+        for start in range(0, len(positions), step):
+            part = positions[start : start + step]
+            outcomes += self._predict_isolating([inputs[i] for i in part], part, metas)
         for i, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, RecordError):
                 slots[i] = outcome

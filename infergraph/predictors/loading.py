@@ -37,6 +37,11 @@ class PredictorSpec(BaseModel, frozen=True):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments for the predictor's constructor."
     )
+    forward_batch: int = Field(
+        default=0,
+        ge=0,
+        description="Most inputs in one predict call (0: the whole batch at once).",
+    )
 
     def key(self) -> str:
         return self.path + json.dumps(self.options, sort_keys=True, default=str)
