@@ -25,10 +25,10 @@ BatchSize = int | Callable[[], int]
 AUTO = 0  # the flow's batch_size that means "sized here"
 STABLE_SIZE = 64  # AUTO's size where reruns must cut the same batches
 #: Most images in one forward pass of an automatically sized batch: a batch of
-#: 2,048 digits is cheap to hold, but its activations in one pass took 500 MB.
+#: 2,048 digits are cheap to hold, but their activations in one pass took 500 MB.
 FORWARD_BATCH = 64
 FIRST = 8
-LARGEST = 2048
+LARGEST = 1024
 TARGET_SECONDS = 2.0
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
 
