@@ -9,6 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +128,28 @@ def count_rows(path: Path) -> int:
         with file.open(newline="") as handle:
             total += max(sum(1 for _ in csv.reader(handle)) - 1, 0)
     return total
+
+
+def measured(images: int, started: float, cpu: float) -> dict[str, Any]:
+    """Images done and the wall and CPU seconds since ``started`` / ``cpu`` (perf, process)."""
+    wall = time.perf_counter() - started
+    return {
+        "images": images,
+        "wall_seconds": wall,
+        "images_per_second": images / wall,
+        "cpu_seconds": time.process_time() - cpu,
+    }
+
+
+def raw_get(endpoint: str, bucket: str, names: list[str], threads: int) -> dict[str, Any]:
+    """Every object fetched by ``threads`` threads, bodies discarded: the I/O ceiling."""
+    from infergraph.aws.clients import aws_client
+
+    s3 = aws_client("s3", credentials(endpoint))
+    s3.get_object(Bucket=bucket, Key=names[0])["Body"].read()  # connection warm-up
+    cpu, started = time.process_time(), time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        sizes = list(
+            pool.map(lambda k: len(s3.get_object(Bucket=bucket, Key=k)["Body"].read()), names)
+        )
+    return measured(len(sizes), started, cpu)

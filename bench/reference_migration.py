@@ -44,7 +44,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO)]
 
-from bench.harness import credentials, image_keys, offline_emulator_environment, run_child  # noqa: E402  (needs REPO)
+from bench.harness import (  # noqa: E402  (needs REPO)
+    credentials,
+    image_keys,
+    measured,
+    offline_emulator_environment,
+    raw_get,
+    run_child,
+)
 from infergraph.devstack.emulator import start_moto  # noqa: E402
 
 BUCKET, PREFIX, OUT_BUCKET = "bench", "digits/", "bench-results"
@@ -92,28 +99,8 @@ def reference_env(endpoint: str) -> dict[str, str]:
     }
 
 
-def measured(images: int, started: float, cpu: float) -> dict[str, Any]:
-    wall = time.perf_counter() - started
-    return {
-        "images": images,
-        "wall_seconds": wall,
-        "images_per_second": images / wall,
-        "cpu_seconds": time.process_time() - cpu,
-    }
-
-
 def child_raw_get(endpoint: str, count: int, threads: int) -> dict[str, Any]:
-    from infergraph.aws.clients import aws_client
-
-    s3 = aws_client("s3", credentials(endpoint))
-    names = keys(count)
-    s3.get_object(Bucket=BUCKET, Key=names[0])["Body"].read()  # connection warm-up
-    cpu, started = time.process_time(), time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        sizes = list(
-            pool.map(lambda k: len(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()), names)
-        )
-    return measured(len(sizes), started, cpu)
+    return raw_get(endpoint, BUCKET, keys(count), threads)
 
 
 def child_bare_model(endpoint: str, count: int) -> dict[str, Any]:

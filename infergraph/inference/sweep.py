@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -159,18 +159,22 @@ def _parked_requests(
     if not url:
         report.problems.append(f"queue {queue.queue_name} has no dead-letter queue")
         return set(), ""
-    keys = set()
-    for message in peek(client, url):
+    keys = {_hashable(key) for key in _request_keys(table, peek(client, url))}
+    return keys, url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _request_keys(table: DynamoDBTable, messages: Iterable[dict[str, Any]]) -> Iterator[Any]:
+    """The requests table keys of the requests these messages carry (malformed ones skipped)."""
+    for message in messages:
         try:
             parsed = parse_body(message.get("Body", ""), DEFAULT_IMAGE_KEYS)
         except MalformedMessage:
             continue
         for request in parsed.requests:
             try:
-                keys.add(_hashable(table.key_of(request.fields)))
+                yield table.key_of(request.fields)
             except KeyError:
                 continue
-    return keys, url.rstrip("/").rsplit("/", 1)[-1]
 
 
 #: The attribute names the error and reopen updates write.
@@ -273,31 +277,22 @@ def reopen_swept(table: DynamoDBTable, messages: list[dict[str, Any]]) -> int:
     unprocessed. Requests that finished on their own are left as they are.
     """
     reopened = 0
-    for message in messages:
-        try:
-            parsed = parse_body(message.get("Body", ""), DEFAULT_IMAGE_KEYS)
-        except MalformedMessage:
-            continue
-        for request in parsed.requests:
-            try:
-                key = table.key_of(request.fields)
-            except KeyError:
-                continue
-            reopened += _update_if(
-                table,
-                key,
-                UpdateExpression=(
-                    f"SET #state = :queued, updated_at_timestamp = :now "
-                    f"REMOVE {SWEPT}, #result, #errors, {NOTIFIED}, completed_at_timestamp"
-                ),
-                ConditionExpression=f"#state = :error AND attribute_exists({SWEPT})",
-                ExpressionAttributeNames=RESULT_NAMES,
-                ExpressionAttributeValues=serialize(
-                    {
-                        ":queued": RequestState.QUEUED,
-                        ":error": RequestState.ERROR,
-                        ":now": _stamp(time.time()),
-                    }
-                ),
-            )
+    for key in _request_keys(table, messages):
+        reopened += _update_if(
+            table,
+            key,
+            UpdateExpression=(
+                f"SET #state = :queued, updated_at_timestamp = :now "
+                f"REMOVE {SWEPT}, #result, #errors, {NOTIFIED}, completed_at_timestamp"
+            ),
+            ConditionExpression=f"#state = :error AND attribute_exists({SWEPT})",
+            ExpressionAttributeNames=RESULT_NAMES,
+            ExpressionAttributeValues=serialize(
+                {
+                    ":queued": RequestState.QUEUED,
+                    ":error": RequestState.ERROR,
+                    ":now": _stamp(time.time()),
+                }
+            ),
+        )
     return reopened
