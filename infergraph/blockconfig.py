@@ -33,7 +33,6 @@ only validates and prints them, secrets masked).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -46,7 +45,7 @@ from typing import Any
 
 from prefect.blocks.core import Block
 
-from infergraph.cli_errors import command
+from infergraph.cli_errors import UsageParser, command
 
 ENV_PREFIX = "INFERGRAPH_BLOCK__"
 ENDPOINT_ENV = "INFERGRAPH_AWS_ENDPOINT_URL"
@@ -358,7 +357,7 @@ def config_path(path: Path) -> Path:
 
 @command()
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Create or update Prefect blocks from a file.")
+    parser = UsageParser(description="Create or update Prefect blocks from a file.")
     sub = parser.add_subparsers(dest="command", required=True)
     cmd = sub.add_parser("apply", help="save every block of a TOML/YAML file")
     cmd.add_argument("file", type=Path)

@@ -11,6 +11,7 @@ command repeats the translation.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 import inspect
@@ -19,7 +20,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 DEBUG_FLAG = "--debug"
 USAGE, RUNTIME = 2, 1
@@ -39,6 +40,17 @@ class UsageError(Exception):
 
     def lines(self) -> list[str]:
         return [f"error: {_one_line(self.message)}"] + ([f"fix: {self.fix}"] if self.fix else [])
+
+
+class UsageParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes end like every other: ``error:`` and ``fix:``.
+
+    argparse's own ending reprints the whole usage block above the one line that
+    matters; the fix line points at ``--help`` instead.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, f"error: {message}\nfix: see {self.prog} --help\n")
 
 
 def debugging() -> bool:

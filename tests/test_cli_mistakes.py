@@ -184,3 +184,24 @@ def test_without_credentials_the_running_local_aws_is_used_and_said(cli, live_lo
     assert len(out.read_text().splitlines()) == 2
     assert " ERROR " not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert Path(out).name in result.stdout  # the summary says where results went
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--batch-size", "x"], "--batch-size: expected a positive number or auto, got 'x'"),
+        (["--batch-memory-mib", "0"], "argument --batch-memory-mib: expected a positive number"),
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_a_bad_option_ends_in_two_lines_not_the_usage_block(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from infergraph.inference.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(lambda **_: pytest.fail("the flow must not start"), argv)
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and said in lines[0] and lines[0].startswith("error: ")
+    assert lines[1].startswith("fix: see ") and lines[1].endswith("--help")

@@ -10,7 +10,6 @@ headers and bodies, a cap on open connections).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 
@@ -19,12 +18,12 @@ from pydantic import ValidationError
 
 from infergraph.api.connections import ConnectionLimits, GuardedH11Protocol
 from infergraph.api.settings import ApiSettings, SettingsError, check_settings
-from infergraph.cli_errors import command
+from infergraph.cli_errors import UsageParser, command
 
 
 @command(prefect=False)
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="python -m infergraph.api",
         description="Serve the prediction API (configured by INFERGRAPH_API_* variables).",
     )

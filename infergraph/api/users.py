@@ -23,6 +23,8 @@ from typing import Any
 
 import bcrypt
 
+from infergraph.cli_errors import UsageParser
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_ROUNDS = 12
@@ -219,7 +221,7 @@ class UserStore:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="python -m infergraph.api.users", description="Manage the prediction API's users."
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -24,7 +24,6 @@ queue, table or topic with the block name it should be saved under, and
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from infergraph.aws.sqs_leases import queue_depth
-from infergraph.cli_errors import UsageError, command
+from infergraph.cli_errors import UsageError, UsageParser, command
 from infergraph.devstack.emulator import Emulator
 from infergraph.devstack.resources import (  # noqa: F401  (the devstack's public names)
     CREDENTIALS_BLOCK,
@@ -187,7 +186,7 @@ def to_yaml(config: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 @command(prefect=False)  # only ``up`` needs Prefect, and sets it up itself
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="python -m infergraph.devstack", description="Run AWS locally (moto) for infergraph."
     )
     sub = parser.add_subparsers(dest="command", required=True)

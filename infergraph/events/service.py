@@ -73,7 +73,7 @@ from prefect.settings import PREFECT_API_URL
 
 from blocks.sqs import MAX_WAIT_TIME, SqsQueue
 from infergraph.blockref import resolve_block
-from infergraph.cli_errors import command
+from infergraph.cli_errors import UsageParser, command
 from infergraph.events.bridge import BridgeCounts, S3EventQueue, Stopper, bridge_s3_events
 from infergraph.inference.sources.base import SourceError
 from infergraph.logs import run_logger
@@ -134,7 +134,7 @@ def counts_text(counts: BridgeCounts) -> str:
 @command()
 def main(argv: list[str] | None = None) -> int:
     """The long-running service: bridge until SIGTERM/SIGINT (``--once``: drain and exit)."""
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="python -m infergraph.events",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

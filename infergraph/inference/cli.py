@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import tags
 
-from infergraph.cli_errors import UsageError, command
+from infergraph.cli_errors import UsageError, UsageParser, command
 from infergraph.inference import preflight, progress
 from infergraph.inference.batch_sizing import AUTO
 from infergraph.inference.decode import DEFAULT_MAX_PIXELS
@@ -23,7 +23,7 @@ from infergraph.runs import CLI_TAG
 @command()
 def main(inference: Any, argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run ``inference`` (passed in: the library never imports flows)."""
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         description="Classify images with a PyTorch predictor through the Prefect flow."
     )
     parser.add_argument(
@@ -49,7 +49,7 @@ def main(inference: Any, argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--batch-memory-mib",
-        type=int,
+        type=_positive,
         default=512,
         help="model input the batches in flight may hold when sized automatically",
     )
@@ -117,15 +117,17 @@ def _where(sink: str) -> str:
 
 
 def _batch_size(text: str) -> int:
-    if text == "auto":
-        return AUTO
+    return AUTO if text == "auto" else _positive(text, " or auto")
+
+
+def _positive(text: str, alternative: str = "") -> int:
     try:
-        size = int(text)
+        number = int(text)
     except ValueError:
-        size = 0
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number or auto, got {text!r}")
-    return size
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number{alternative}, got {text!r}")
+    return number
 
 
 def _parse_option(text: str) -> tuple[str, Any]:

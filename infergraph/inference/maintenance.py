@@ -6,13 +6,14 @@ import argparse
 import json
 from typing import Any
 
+from infergraph.cli_errors import UsageParser
 from infergraph.inference.records import SweepAction
 from infergraph.local_prefect import local_settings
 
 
 def main(sweep_flow: Any, argv: list[str] | None = None) -> int:
     """Parse ``argv``; ``sweep`` runs ``sweep_flow`` (passed in: the library never imports it)."""
-    parser = argparse.ArgumentParser(description="Maintenance of the inference pipeline.")
+    parser = UsageParser(description="Maintenance of the inference pipeline.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     sweep = commands.add_parser("sweep", help="crash dead runs; finish or requeue stuck requests")

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from infergraph.aws.storage import split_s3_uri
-from infergraph.cli_errors import command
+from infergraph.cli_errors import UsageParser, command
 from infergraph.reasoning.jobs import dataset_of_job_id
 from infergraph.reasoning.settings import jobspec_suffix
 from infergraph.reasoning.steps import (
@@ -30,7 +30,7 @@ def main(
     argv: list[str] | None = None,
 ) -> int:
     """Parse ``argv`` and run one of the flows (passed in: the library never imports flows)."""
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--jobs-table", default=DEFAULT_JOBS_TABLE, help="DynamoDBTable block name")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from infergraph.cli_errors import command
+from infergraph.cli_errors import UsageParser, command
 from infergraph.scenarios.asl import DefinitionError
 from infergraph.scenarios.lock import LOCK_NAME, ScenarioBusy
 from infergraph.scenarios.model import ModelError, load_model
@@ -120,7 +120,7 @@ def report(status: dict[str, Any], out: Any = sys.stdout) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python flows/scenarios.py", description=__doc__)
+    parser = UsageParser(prog="python flows/scenarios.py", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def store_args(p: argparse.ArgumentParser, required: bool = True) -> None:

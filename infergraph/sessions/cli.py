@@ -5,7 +5,6 @@ The flow file passes its flow function in, so this library never imports ``flows
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -15,14 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from infergraph.cli_errors import command
+from infergraph.cli_errors import UsageParser, command
 
 DB_ENV = "INFERGRAPH_SESSIONS_DB"
 
 
 @command()
 def main(flow_fn: Callable[..., Any], argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flows/sessions.py", description=__doc__.splitlines()[0])
+    parser = UsageParser(prog="flows/sessions.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="synthetic session end to end (throwaway PostgreSQL)")
     demo.add_argument("--seed", type=int, default=7)
