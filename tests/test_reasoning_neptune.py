@@ -309,4 +309,6 @@ def test_cancel_cli_names_a_bad_job_id(capsys):
         main(None, None, None, None, argv=["cancel", "not-a-job-id"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("'not-a-job-id' is not a job id ({dataset}_YYYY-MM-DD_NNN)")
+    assert len(err) == 2 and err[0].startswith("error: ")  # the mistake, then the fix
+    assert err[0].endswith("'not-a-job-id' is not a job id ({dataset}_YYYY-MM-DD_NNN)")
+    assert err[1].startswith("fix: see ")
