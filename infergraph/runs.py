@@ -8,7 +8,8 @@ its end; :func:`describe_run` renames and tags it then, so the runs list shows
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 IDLE = "idle"
@@ -29,6 +30,23 @@ def entry_point(tags: Iterable[str]) -> str | None:
     """Which entry point started a run, from its tags (``None``: a plain Python call)."""
     found = set(tags)
     return next((name for name in ENTRY_POINTS if name in found), None)
+
+
+@contextmanager
+def untagged_tasks() -> Iterator[None]:
+    """Task runs created inside do not inherit the entry-point tags of the caller's ``tags()``.
+
+    Prefect's task engine asks the server for tag concurrency slots, and gives them
+    back, for every task run that has a tag, limit or none: two API calls on each
+    batch's critical path. A busy server made one of them wait 2 s, a third of a
+    5,000-image run. The flow run keeps its tags; a user's own tags (a concurrency
+    limit they set) still reach the tasks.
+    """
+    from prefect.context import TagsContext
+
+    current = TagsContext.get().current_tags
+    with TagsContext(current_tags=current - set(ENTRY_POINTS)):
+        yield
 
 
 def artifact_key(prefix: str, *parts: str | None) -> str:

@@ -310,3 +310,37 @@ def test_small_images_are_decoded_on_one_thread_large_ones_on_every_core(
     record = ImageRecord(uri=str(large), record_id="large")
     fetch.prepare_batch([record] * 10, predictor, fetch.FetchOptions())
     assert fetch._COST.decode_threads() == 4
+
+
+def test_small_images_stay_on_one_thread_while_other_threads_hold_the_gil(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cost is CPU time: waiting for the GIL must not make a digit look like a photo."""
+    import threading
+
+    from infergraph.inference import fetch
+    from infergraph.inference.records import ImageRecord
+    from infergraph.predictors.digits import SAMPLES
+    from infergraph.predictors.loading import PredictorSpec, get_predictor
+
+    monkeypatch.setattr(fetch, "_COST", fetch._PrepareCost())
+    monkeypatch.setattr(fetch.os, "cpu_count", lambda: 4)
+    predictor = get_predictor(PredictorSpec(path="infergraph.predictors.digits:DigitsClassifier"))
+    small = [ImageRecord(uri=str(p), record_id=p.name) for p in sorted(SAMPLES.glob("*.png"))]
+    stop = threading.Event()
+
+    def spin() -> None:  # pure Python: holds the GIL for whole switch intervals
+        while not stop.is_set():
+            sum(range(10_000))
+
+    spinners = [threading.Thread(target=spin) for _ in range(3)]
+    for t in spinners:
+        t.start()
+    try:
+        fetch.prepare_batch(small[:40], predictor, fetch.FetchOptions())
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()
+    assert fetch._COST.mean is not None and fetch._COST.mean < fetch.SMALL_IMAGE_SECONDS
+    assert fetch._COST.decode_threads() == 1

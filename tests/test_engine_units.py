@@ -337,3 +337,16 @@ def test_row_statuses_are_plain_strings_for_every_sink(status: RowStatus) -> Non
 
     assert json.loads(json.dumps({"status": status})) == {"status": status.value}
     assert f"{status}" == status.value
+
+
+def test_batch_tasks_drop_the_entry_point_tag_but_keep_a_users_own() -> None:
+    """A user's tag may carry a concurrency limit meant for the tasks; ``cli`` never does."""
+    from prefect import tags
+    from prefect.context import TagsContext
+
+    from infergraph.runs import CLI_TAG, untagged_tasks
+
+    with tags(CLI_TAG, "gpu"):
+        with untagged_tasks():
+            assert TagsContext.get().current_tags == {"gpu"}
+        assert TagsContext.get().current_tags == {CLI_TAG, "gpu"}

@@ -200,6 +200,7 @@ def test_a_cli_run_with_broken_images_tells_its_story_through_the_api(tmp_path: 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
+        FlowRunFilterId,
         FlowRunFilterName,
         FlowRunFilterTags,
         LogFilter,
@@ -238,8 +239,14 @@ def test_a_cli_run_with_broken_images_tells_its_story_through_the_api(tmp_path: 
         logs = client.read_logs(
             LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]), level=LogFilterLevel(ge_=0))
         )
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        )
     assert run.name == f"{folder.name}/ · 15 images · 3 errors"
     assert "cli" in run.tags and "idle" not in run.tags
+    # Untagged tasks: a tagged task run costs two concurrency-slot API calls.
+    assert {r.name.split("-")[0] for r in task_runs} == {"infer", "write"}
+    assert all(r.tags == [] for r in task_runs), [r.tags for r in task_runs]
     assert run.state.is_completed()
     assert run.state.message == "Completed: 12 of 15 images, 3 errors"
 

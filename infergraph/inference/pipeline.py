@@ -35,6 +35,7 @@ from infergraph.inference.sources.base import Source
 from infergraph.inference.tracking import GroupTracker
 from infergraph.predictors.base import RecordError
 from infergraph.predictors.loading import PredictorSpec, resolve_predictor_class
+from infergraph.runs import untagged_tasks
 
 HEARTBEAT_SECONDS = 5.0
 MAX_PROBLEMS = 100
@@ -143,6 +144,10 @@ class BatchPipeline:
         self._batch_index = 0
 
     def run(self) -> RunSummary:
+        with untagged_tasks():  # no concurrency-slot round trips per task run
+            return self._run()
+
+    def _run(self) -> RunSummary:
         feeder = _BatchFeeder(
             self.source.batches(self.batch_size),
             self.max_in_flight,
