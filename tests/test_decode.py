@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 import zlib
 from collections.abc import Iterator
@@ -344,3 +345,41 @@ def test_small_images_stay_on_one_thread_while_other_threads_hold_the_gil(
             t.join()
     assert fetch._COST.mean is not None and fetch._COST.mean < fetch.SMALL_IMAGE_SECONDS
     assert fetch._COST.decode_threads() == 1
+
+
+MMAP_PROBE = """
+import ctypes, sys
+from infergraph.inference.decode_budget import tune_malloc
+
+class Info(ctypes.Structure):
+    names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+    _fields_ = [(n, ctypes.c_size_t) for n in names.split()]
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "tuned":
+    tune_malloc()
+libc.free(libc.malloc(8 << 20))  # glibc's own threshold now rises to 8 MiB
+before = libc.mallinfo2().hblks
+block = libc.malloc(2 << 20)
+print(libc.mallinfo2().hblks - before)
+"""
+
+
+@pytest.mark.parametrize(("mode", "mapped"), [("tuned", 1), ("glibc", 0)])
+def test_batch_sized_buffers_stay_mapped_so_freeing_them_returns_the_memory(
+    mode: str, mapped: int
+) -> None:
+    """A fixed mmap threshold: after a large free, 2 MiB blocks are still mapped, not heap."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run(
+        [sys.executable, "-c", MMAP_PROBE, mode], capture_output=True, text=True, env=env,
+        cwd=Path(__file__).resolve().parents[1], timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == mapped

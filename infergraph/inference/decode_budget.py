@@ -13,7 +13,11 @@ The budget only bounds what the allocator hands back to the OS: glibc gives ever
 thread its own malloc arena and keeps large freed blocks there, so four decode
 threads took turns at one 100 MB image and still grew the process by 210 MB.
 Creating the budget therefore caps glibc at one arena (unless ``MALLOC_ARENA_MAX``
-says otherwise), which kept the same run at 103 MB.
+says otherwise), which kept the same run at 103 MB. It also fixes glibc's mmap
+threshold at 1 MiB (unless ``MALLOC_MMAP_THRESHOLD_`` is set): glibc raises the
+threshold each time a large block is freed, after which batch-sized buffers come
+from the heap and stay there, so a 50,000-image run crept 20% above a 1,000-image
+one while holding no more data.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ ENV_VAR = "INFERGRAPH_DECODE_BUDGET_MB"
 DEFAULT_BUDGET_MB = 512
 MIB = 1024 * 1024
 MALLOC_ARENAS = 1
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+MMAP_THRESHOLD = MIB  # larger blocks are mapped, and unmapped when freed
+_M_ARENA_MAX = -8  # glibc's mallopt parameter numbers
+_M_MMAP_THRESHOLD = -3
 
 
 class DecodeBudgetError(Exception):
@@ -105,7 +111,7 @@ def process_budget() -> DecodeBudget:
             except ValueError:
                 raise ValueError(f"{ENV_VAR}={raw!r} is not a number of MiB") from None
             _budget = DecodeBudget(int(megabytes * MIB))
-            limit_malloc_arenas()
+            tune_malloc()
         return _budget
 
 
@@ -114,16 +120,22 @@ def configure(limit_bytes: int, wait_seconds: float | None = None) -> DecodeBudg
     global _budget
     with _lock:
         _budget = DecodeBudget(limit_bytes, wait_seconds)
-    limit_malloc_arenas()
+    tune_malloc()
     return _budget
 
 
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas for threads started from now on; False where not glibc."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
+def tune_malloc(arenas: int = MALLOC_ARENAS, mmap_threshold: int = MMAP_THRESHOLD) -> bool:
+    """Cap glibc's arenas (for threads started from now on) and fix its mmap threshold.
+
+    Settings given by the environment are left alone; False where this is not glibc.
+    """
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_ARENA_MAX, arenas))
+    done = True
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        done = bool(mallopt(_M_ARENA_MAX, arenas)) and done
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        done = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and done
+    return done
