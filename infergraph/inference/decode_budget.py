@@ -16,7 +16,7 @@ Creating the budget therefore caps glibc at one arena (unless ``MALLOC_ARENA_MAX
 says otherwise), which kept the same run at 103 MB. It also fixes glibc's mmap
 threshold at 1 MiB (unless ``MALLOC_MMAP_THRESHOLD_`` is set): glibc raises the
 threshold each time a large block is freed, after which batch-sized buffers come
-from the heap and stay there, so a 50,000-image run crept 20% above a 1,000-image
+from the heap and stay there, so a 50,000-image run crept 18% above a 1,000-image
 one while holding no more data.
 """
 
