@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,28 +68,8 @@ def prepare_batch(
             outcomes.append(_then(download, decode, record, predictor, options))
         else:
             outcomes.append(decode.submit(_prepare_one, record, predictor, options))
-    _all_done(outcomes).wait()  # one wake-up: waking per image cost 3 context switches each
+    wait(outcomes)  # one wake-up: waking per image cost 3 context switches each
     return [f.result() for f in outcomes]
-
-
-def _all_done(futures: Sequence[Future[Any]]) -> threading.Event:
-    """An event set when every future is done: the waiter wakes once, not once per image."""
-    done = threading.Event()
-    remaining = [len(futures)]
-    lock = threading.Lock()
-
-    def one_done(_: Future[Any]) -> None:
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-        if last:
-            done.set()
-
-    if not futures:
-        done.set()
-    for future in futures:
-        future.add_done_callback(one_done)
-    return done
 
 
 #: Below this many seconds per image, decoding is GIL-bound: one thread does it best.
